@@ -1,0 +1,109 @@
+"""The camera rolling buffer: frames per clip (1 / 30 s) and the monthly hard-example sample."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets.common import extract_to_store, md_table, read_parquet, write_parquet
+from assets.partitions import buffer_clip_partitions, monthly_partitions
+from pipeline import keys
+from pipeline.cvat import write_task_package
+from pipeline.frames import probe_video
+from pipeline.hard_examples import HardExampleConfig, attach_clips, clip_table, sample
+from pipeline.sampling import buffer_targets
+from resources.storage import ArtifactStore
+
+buffer_footage = dg.AssetSpec("buffer_footage", group_name="sources", kinds={"s3", "video"},
+                              description="Camera rolling buffer: buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4 and "
+                                          "buffer/quality/<YYYY-MM-DD>.parquet. Never modified by the pipeline.")
+
+
+def clip_partition_key(key: str) -> str:
+    """`buffer/cam1/2026-07-01/080000.mp4` -> `cam1|2026-07-01|080000`."""
+    camera, day, name = keys.buffer_clip_parts(key)
+    return f"{camera}|{day}|{name.rsplit('.', 1)[0]}"
+
+
+def clip_key(partition_key: str) -> str:
+    camera, day, name = partition_key.split("|")
+    return f"{keys.BUFFER_PREFIX}{camera}/{day}/{name}.mp4"
+
+
+class BufferFramesConfig(dg.Config):
+    step_s: float = 30.0  # the plan: 1 frame every 30 s per camera
+
+
+@dg.asset(partitions_def=buffer_clip_partitions, deps=[buffer_footage], group_name="footage", kinds={"video"})
+def buffer_frames(context: dg.AssetExecutionContext, config: BufferFramesConfig,
+                  store: ArtifactStore) -> dg.MaterializeResult:
+    """Exact frames of one buffer clip, 1 every 30 s."""
+    key = clip_key(context.partition_key)
+    camera, day, name = keys.buffer_clip_parts(key)
+    with store.local_copy(key) as local:
+        info = probe_video(local)
+    video_id = f"{camera}_{day}_{name.rsplit('.', 1)[0]}"
+    prefix = f"frames/buffer/{camera}/{day}/{name.rsplit('.', 1)[0]}/"
+    table = extract_to_store(store, key, buffer_targets(info.duration_s, config.step_s), source="buffer",
+                             video_id=video_id, frame_prefix=prefix)
+    digest = write_parquet(store, f"{prefix}manifest.parquet", table)
+    return dg.MaterializeResult(metadata={"clip": key, "camera": camera, "day": day, "frames": len(table),
+                                          "duration_s": round(info.duration_s, 3), "manifest_sha256": digest})
+
+
+class HardExamplesConfig(dg.Config):
+    n: int = 200
+    seed: int = 0
+    min_gap_s: float = 20.0
+
+
+@dg.asset(partitions_def=monthly_partitions, deps=[buffer_footage], group_name="retraining", kinds={"cvat"})
+def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
+                  store: ArtifactStore) -> dg.MaterializeResult:
+    """200 frames of the month that production flagged red/yellow, extracted exactly and packaged
+    as a CVAT task; the sample and its seed are recorded."""
+    window = context.partition_time_window
+    days = pd.date_range(window.start.date(), window.end.date(), freq="D", inclusive="left").strftime("%Y-%m-%d")
+    logs = [read_parquet(store, f"{keys.QUALITY_PREFIX}{d}.parquet") for d in days
+            if store.exists(f"{keys.QUALITY_PREFIX}{d}.parquet")]
+    month = context.partition_key[:7]
+    if not logs:
+        context.log.warning(f"no quality logs for {month}")
+        return dg.MaterializeResult(metadata={"month": month, "taken": 0, "note": "no quality logs for the month"})
+    clips = clip_table([i.key for i in store.list_keys(keys.BUFFER_PREFIX)
+                        if any(f"/{d}/" in i.key for d in days)])
+    durations = []
+    for key in clips["key"]:
+        with store.local_copy(key) as local:
+            durations.append(probe_video(local).duration_s)
+    flags = attach_clips(pd.concat(logs, ignore_index=True), clips.assign(duration_s=durations))
+    chosen, info = sample(flags, HardExampleConfig(config.n, config.seed, config.min_gap_s))
+    prefix = f"retraining/{month}/"
+    tables = []
+    for clip, rows in chosen.groupby("clip_key"):
+        camera, day, name = keys.buffer_clip_parts(clip)
+        tables.append(extract_to_store(store, clip, rows["offset_s"].tolist(), source="hard",
+                                       video_id=f"{camera}_{day}_{name.rsplit('.', 1)[0]}",
+                                       frame_prefix=f"frames/hard/{month}/{camera}/{day}/{name.rsplit('.', 1)[0]}/"))
+    frames = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if len(frames):
+        write_parquet(store, f"frames/hard/{month}/manifest.parquet", frames)
+    write_parquet(store, f"{prefix}hard_examples.parquet", chosen)
+    package = {}
+    if len(frames):
+        with tempfile.TemporaryDirectory(prefix="lbzf-package-") as tmp:
+            local = []
+            for key in frames["frame_key"]:
+                local.append((key, Path(tmp) / keys.package_file_name(key)))
+                store.download_file(key, local[-1][1])
+            package = write_task_package(local, Path(tmp) / "task.zip", task=f"hard_examples_{month}")
+            store.upload_file(Path(package["zip_path"]), f"{prefix}cvat_task_package.zip")
+    store.write_bytes(f"{prefix}sample.json", json.dumps({**info, "month": month}, indent=2).encode())
+    per_camera_day = chosen.groupby(["camera", "day"]).size().rename("frames").reset_index() if len(chosen) else \
+        pd.DataFrame()
+    return dg.MaterializeResult(metadata={
+        "month": month, **{k: v for k, v in info.items()}, "frames_extracted": len(frames),
+        "package_sha256": package.get("zip_sha256", ""), "package_uri": store.uri(f"{prefix}cvat_task_package.zip"),
+        "per_camera_day": md_table(per_camera_day)})

@@ -1,0 +1,227 @@
+"""Labels and split: CVAT exports in, annotator agreement, leak-free split, YOLO dataset out."""
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets.common import load_frame_manifests, md_table, read_parquet, write_parquet
+from assets.footage import plant_photo_frames, read_video_manifest, stage_a_sample, video_frames, video_manifest
+from pipeline import keys
+from pipeline.agreement import box_agreement
+from pipeline.cvat import LabelMapping, read_export
+from pipeline.errors import AnnotationError
+from pipeline.hashing import sha256_bytes
+from pipeline.split import DEPLOYMENT_TEST, SplitConfig, assign_splits, leaks, ratio_report, split_csv
+from pipeline.yolo_dataset import dataset_yaml, files_under, write_yolo_dataset
+from resources.storage import ArtifactStore
+
+cvat_exports = dg.AssetSpec("cvat_exports", group_name="sources", kinds={"cvat"},
+                            description="CVAT exports (COCO 1.0 zip/json, CVAT XML) under "
+                                        "annotations/incoming/<task>/<annotator>/. Never modified.")
+
+ANNOTATIONS_KEY = "annotations/normalized/annotations.parquet"
+IMAGES_KEY = "annotations/normalized/images.parquet"
+DATA_VERSION = "v0"
+
+
+class AnnotationsConfig(dg.Config):
+    label_mapping: dict[str, str] = {n: "person" for n in ("person", "people", "kid", "pedestrian", "player", "worker")}
+    ignore_labels: list[str] = []
+    clip_tolerance_px: float = 2.0
+
+
+def _export_parts(key: str) -> tuple[str, str]:
+    parts = key[len(keys.INCOMING_ANNOTATIONS):].split("/")
+    if len(parts) != 3:
+        raise AnnotationError(key, "key", key, "place exports at annotations/incoming/<task>/<annotator>/<file>",
+                              problem="export not in the <task>/<annotator>/ layout")
+    return parts[0], parts[1]
+
+
+@dg.asset(deps=[cvat_exports, video_frames, stage_a_sample, plant_photo_frames], group_name="labels",
+          kinds={"pandas", "parquet"})
+def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, store: ArtifactStore) -> dg.MaterializeResult:
+    """Every CVAT export, validated and matched to our own frames by file name, in one table."""
+    mapping = LabelMapping(mapping=dict(config.label_mapping), classes=["person"], ignore=set(config.ignore_labels))
+    frames = load_frame_manifests(store)
+    manifest = pd.DataFrame({"frame_key": frames["frame_key"],
+                             "file_name": frames["frame_key"].map(keys.package_file_name)})
+    boxes, images, per_export = [], [], []
+    exports = sorted((i for i in store.list_keys(keys.INCOMING_ANNOTATIONS)
+                      if i.key.endswith((".zip", ".json", ".xml"))), key=lambda i: (i.last_modified, i.key))
+    for info in exports:
+        task, annotator = _export_parts(info.key)
+        with store.local_copy(info.key) as local:
+            result = read_export(Path(local), annotator=annotator, task=task, mapping=mapping,
+                                 frame_manifest=manifest, clip_tolerance_px=config.clip_tolerance_px)
+        result.table["export_file"] = info.key
+        result.images["export_file"] = info.key
+        result.images["annotator"] = annotator
+        result.images["task"] = task
+        boxes.append(result.table)
+        images.append(result.images)
+        per_export.append({"export": info.key, "task": task, "annotator": annotator,
+                           **{k: v for k, v in result.counts.items() if not isinstance(v, dict)}})
+    box_table = pd.concat(boxes, ignore_index=True) if boxes else pd.DataFrame()
+    image_table = pd.concat(images, ignore_index=True) if images else pd.DataFrame()
+    if len(image_table):  # a later export of the same frames by the same annotator supersedes an earlier one
+        image_table = image_table.drop_duplicates(["frame_key", "annotator"], keep="last")
+        latest = set(zip(image_table["frame_key"], image_table["annotator"], image_table["export_file"]))
+        keep = [t in latest for t in zip(box_table["frame_key"], box_table["annotator"], box_table["export_file"])]
+        box_table = box_table[keep].reset_index(drop=True)
+    box_sha = write_parquet(store, ANNOTATIONS_KEY, box_table)
+    write_parquet(store, IMAGES_KEY, image_table)
+    per_annotator = image_table.groupby("annotator").size().rename("frames").reset_index() if len(image_table) else \
+        pd.DataFrame()
+    return dg.MaterializeResult(metadata={
+        "exports": len(exports), "boxes": len(box_table), "labelled_frames": int(image_table["frame_key"].nunique())
+        if len(image_table) else 0, "per_export": md_table(pd.DataFrame(per_export)),
+        "per_annotator": md_table(per_annotator), "sha256": box_sha, "uri": store.uri(ANNOTATIONS_KEY),
+    })
+
+
+def overlap_frames(images: pd.DataFrame) -> tuple[str, str, list[str]]:
+    """The two annotators with the largest shared set of frames, and those frames."""
+    by_annotator = {a: set(g["frame_key"]) for a, g in images.groupby("annotator")}
+    names = sorted(by_annotator, key=lambda a: (-len(by_annotator[a]), a))
+    best = ("", "", [])
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(by_annotator[a] & by_annotator[b])
+            if len(shared) > len(best[2]):
+                best = (a, b, shared)
+    return best
+
+
+class AgreementConfig(dg.Config):
+    min_kappa: float = 0.85
+    min_overlap_frames: int = 20
+    iou_threshold: float = 0.5
+
+
+@dg.asset_check(asset=annotations, blocking=True, description="Cohen's kappa on the overlap subset >= min_kappa")
+def annotator_agreement(context: dg.AssetCheckExecutionContext, config: AgreementConfig,
+                        store: ArtifactStore) -> dg.AssetCheckResult:
+    images, boxes = read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY)
+    a, b, shared = overlap_frames(images) if len(images) else ("", "", [])
+    if len(shared) < config.min_overlap_frames:
+        return dg.AssetCheckResult(passed=False, metadata={
+            "overlap_frames": len(shared), "remedy": f"have a second annotator label at least "
+                                                     f"{config.min_overlap_frames} frames of the same task"})
+    result = box_agreement(boxes[boxes["annotator"] == a], boxes[boxes["annotator"] == b], shared,
+                           iou_threshold=config.iou_threshold)
+    return dg.AssetCheckResult(passed=bool(result.kappa >= config.min_kappa), metadata={
+        **result.to_metadata(), "annotator_a": a, "annotator_b": b, "min_kappa": config.min_kappa,
+        "disagreements": md_table(result.disagreements, 30)})
+
+
+class SplitAssetConfig(dg.Config):
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0
+    by_camera_day: bool = True
+    ratio_tolerance: float = 0.10
+
+
+def split_key(version: str = DATA_VERSION) -> str:
+    return f"{keys.dataset_prefix(version)}dataset_split_{version}.csv"
+
+
+def labelled_frames(store: ArtifactStore) -> pd.DataFrame:
+    """One row per labelled frame with its source video (photos are their own 'video')."""
+    images = read_parquet(store, IMAGES_KEY)
+    frames = load_frame_manifests(store)
+    labelled = frames[frames["frame_key"].isin(set(images["frame_key"]))]
+    return labelled.drop_duplicates("frame_key").reset_index(drop=True)
+
+
+@dg.asset(deps=[annotations, video_manifest], group_name="labels", kinds={"csv"})
+def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, store: ArtifactStore) -> dg.MaterializeResult:
+    """70/15/15 by video (and camera-day), never by frame; post-install recordings held out."""
+    settings = SplitConfig((config.train, config.val, config.test), config.seed, config.by_camera_day,
+                           config.ratio_tolerance)
+    videos = read_video_manifest(store)[["video_id", "operation", "camera", "recorded_day", "post_install"]]
+    frames = labelled_frames(store)
+    photos = frames.loc[frames["source"] == "photos", ["video_id"]].drop_duplicates()
+    units = pd.concat([videos, photos.assign(operation="plant photo", camera="photo",
+                                             recorded_day=photos["video_id"], post_install=False)], ignore_index=True)
+    assignment = assign_splits(units, settings)
+    table = frames.merge(assignment, on="video_id", how="left")
+    data, digest = split_csv(table)
+    store.write_if_absent_or_same(split_key(), data)
+    write_parquet(store, f"{keys.dataset_prefix(DATA_VERSION)}split_assignment.parquet", assignment)
+    per_split = table.groupby("split").agg(frames=("frame_key", "size"), videos=("video_id", "nunique"),
+                                           operations=("operation", "nunique")).reset_index()
+    return dg.MaterializeResult(metadata={
+        "data_version": DATA_VERSION, "split_sha256": digest, "uri": store.uri(split_key()), "frames": len(table),
+        "groups": int(assignment["group"].nunique()), "per_split": md_table(per_split),
+        "ratios": md_table(ratio_report(assignment, settings)), "seed": config.seed,
+        "deployment_test_frames": int((table["split"] == DEPLOYMENT_TEST).sum()),
+    })
+
+
+def read_split(store: ArtifactStore) -> pd.DataFrame:
+    import io
+
+    return pd.read_csv(io.BytesIO(store.read_bytes(split_key())), dtype={"recorded_day": str})
+
+
+@dg.asset_check(asset=dataset_split, blocking=True, description="No video or camera-day in two splits")
+def split_has_no_leaks(store: ArtifactStore) -> dg.AssetCheckResult:
+    table = read_split(store)
+    found = pd.concat([leaks(table, ("video_id",)), leaks(table, ("camera", "recorded_day")),
+                       leaks(table, ("group",))], ignore_index=True)
+    return dg.AssetCheckResult(passed=len(found) == 0, metadata={"leaking_groups": len(found),
+                                                                 "leaks": md_table(found)})
+
+
+@dg.asset_check(asset=dataset_split, blocking=True, description="Group shares within tolerance of 70/15/15")
+def split_ratios_within_tolerance(store: ArtifactStore) -> dg.AssetCheckResult:
+    assignment = read_parquet(store, f"{keys.dataset_prefix(DATA_VERSION)}split_assignment.parquet")
+    report = ratio_report(assignment, SplitConfig())
+    return dg.AssetCheckResult(passed=bool(report["within_tolerance"].all()), metadata={"ratios": md_table(report)})
+
+
+def primary_labels(images: pd.DataFrame, boxes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per frame, the labels of the annotator who labelled the most frames overall (the main
+    annotator); the overlap annotator's labels serve agreement only."""
+    rank = images.groupby("annotator")["frame_key"].nunique().sort_values(ascending=False)
+    order = {a: i for i, a in enumerate(rank.index)}
+    chosen = images.assign(_r=images["annotator"].map(order)).sort_values("_r").drop_duplicates("frame_key")
+    picked = set(zip(chosen["frame_key"], chosen["annotator"]))
+    mask = [t in picked for t in zip(boxes["frame_key"], boxes["annotator"])]
+    return chosen.drop(columns="_r"), boxes[mask]
+
+
+@dg.asset(deps=[dataset_split], group_name="labels", kinds={"yolo"})
+def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.MaterializeResult:
+    """images/ + labels/ per split and lbzf_person_v0.yaml, versioned with the split hash."""
+    split = read_split(store)
+    split_sha = sha256_bytes(store.read_bytes(split_key()))
+    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
+    frames = split.merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
+    prefix = keys.dataset_prefix(DATA_VERSION)
+    with tempfile.TemporaryDirectory(prefix="lbzf-dataset-") as tmp:
+        root = Path(tmp)
+        local = []
+        for key in frames["frame_key"]:
+            path = root / "_src" / keys.package_file_name(key)
+            store.download_file(key, path)
+            local.append(str(path))
+        out = root / "dataset"
+        counts = write_yolo_dataset(out, frames.assign(local_path=local), boxes, ["person"], version=DATA_VERSION,
+                                    split_sha256=split_sha)
+        for path in files_under(out):
+            store.upload_file(path, prefix + path.relative_to(out).as_posix())
+    text = dataset_yaml(prefix.rstrip("/"), ["person"], version=DATA_VERSION, split_sha256=split_sha,
+                        splits=sorted(counts))
+    yaml_key = f"{prefix}lbzf_person_{DATA_VERSION}.yaml"
+    store.write_bytes(yaml_key, text.encode())
+    rows = [{"split": k, **v} for k, v in sorted(counts.items())]
+    return dg.MaterializeResult(metadata={
+        "yaml_uri": store.uri(yaml_key), "yaml_sha256": sha256_bytes(text.encode()), "split_sha256": split_sha,
+        "per_split": md_table(pd.DataFrame(rows)), "images": int(sum(c["images"] for c in counts.values())),
+    })

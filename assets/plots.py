@@ -1,0 +1,61 @@
+"""Plots an operator would rather look at than read, as markdown images in asset metadata."""
+
+import base64
+import io
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+
+def _png_md(fig, alt: str) -> dg.MetadataValue:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
+
+
+def _figure(width: float = 6, height: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def confidence_histogram(table: pd.DataFrame) -> dg.MetadataValue:
+    """Distribution of the best person-box confidence per labelled frame with a person."""
+    fig, ax = _figure()
+    values = table.loc[table["n_gt"] > 0, "best_conf"].to_numpy(float)
+    ax.hist(values, bins=np.linspace(0, 1, 21), color="#4C72B0", edgecolor="white")
+    if len(values):
+        ax.axvline(float(np.median(values)), color="#C44E52", label=f"median {np.median(values):.2f}")
+        ax.legend()
+    ax.set_xlabel("confidence of the best person box")
+    ax.set_ylabel("frames")
+    return _png_md(fig, "confidence histogram")
+
+
+def recall_by_operation(table: pd.DataFrame, n_boot: int = 500, seed: int = 0) -> dg.MetadataValue:
+    """Per-frame recall per operation, with 95% bootstrap-by-video error bars."""
+    fig, ax = _figure(7, 3.4)
+    rng = np.random.default_rng(seed)
+    names, means, lows, highs = [], [], [], []
+    for op, g in table[table["n_gt"] > 0].groupby("operation"):
+        videos = [v["recall"].to_numpy(float) for _, v in g.groupby("video_id")]
+        boots = [np.concatenate([videos[i] for i in rng.integers(0, len(videos), len(videos))]).mean()
+                 for _ in range(n_boot)] if len(videos) > 1 else [g["recall"].mean()]
+        mean = g["recall"].mean()
+        names.append(op)
+        means.append(mean)
+        lows.append(mean - np.percentile(boots, 2.5))
+        highs.append(np.percentile(boots, 97.5) - mean)
+    ax.bar(range(len(names)), means, yerr=[np.clip(lows, 0, None), np.clip(highs, 0, None)], capsize=4,
+           color="#55A868")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("per-frame recall @ IoU 0.5")
+    return _png_md(fig, "recall by operation")

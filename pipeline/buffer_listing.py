@@ -1,0 +1,90 @@
+"""Incremental listing of the rolling buffer: a tick costs what is new, not the size of the bucket.
+
+The cursor remembers the newest day seen and, for the days inside an overlap window, each clip's
+(size, etag) as last seen. Only date prefixes from (newest day - overlap) on are listed. A clip is
+*stable* once two consecutive ticks saw the same size and etag; only stable clips are reported,
+so files still uploading are left alone. Days that age out of the window are forgotten, and clips
+that expired out of the buffer simply stop appearing.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from pipeline.keys import BUFFER_PREFIX, buffer_clip_parts
+
+
+@dataclass
+class BufferCursor:
+    newest_day: str | None = None
+    seen: dict[str, dict[str, list]] = field(default_factory=dict)  # day -> key -> [size, etag, reported]
+
+    @classmethod
+    def parse(cls, text: str | None) -> "BufferCursor":
+        if not text:
+            return cls()
+        raw = json.loads(text)
+        return cls(raw.get("newest_day"), raw.get("seen", {}))
+
+    def dump(self) -> str:
+        return json.dumps({"newest_day": self.newest_day, "seen": self.seen}, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class StableClip:
+    key: str
+    camera: str
+    day: str
+    size: int
+    etag: str
+
+
+def _is_day(name: str) -> bool:
+    try:
+        date.fromisoformat(name)
+        return len(name) == 10
+    except ValueError:
+        return False
+
+
+def scan(cursor: BufferCursor, list_prefixes: Callable[[str], list[str]],
+         list_objects: Callable[[str], Iterable[tuple[str, int, str]]], *,
+         overlap_days: int = 1) -> tuple[list[StableClip], BufferCursor]:
+    """One tick: (stable clips not yet reported, new cursor). `list_prefixes(p)` returns immediate
+    sub-prefixes ending in '/'; `list_objects(p)` yields (key, size, etag) under p."""
+    since = None
+    if cursor.newest_day:
+        since = (date.fromisoformat(cursor.newest_day) - timedelta(days=overlap_days)).isoformat()
+    cameras = [p for p in list_prefixes(BUFFER_PREFIX) if p != f"{BUFFER_PREFIX}quality/"]
+    day_prefixes = []
+    for camera_prefix in cameras:
+        for day_prefix in list_prefixes(camera_prefix):
+            day = day_prefix.rstrip("/").rsplit("/", 1)[-1]
+            if _is_day(day) and (since is None or day >= since):
+                day_prefixes.append((day, day_prefix))
+    seen = {d: dict(v) for d, v in cursor.seen.items() if since is None or d >= since}
+    ready: list[StableClip] = []
+    newest = cursor.newest_day
+    for day, prefix in sorted(day_prefixes):
+        day_seen = seen.setdefault(day, {})
+        present = set()
+        for key, size, etag in list_objects(prefix):
+            parts = buffer_clip_parts(key)
+            if parts is None:
+                continue
+            present.add(key)
+            before = day_seen.get(key)
+            if before and before[0] == size and before[1] == etag:
+                if not before[2]:
+                    ready.append(StableClip(key, parts[0], day, size, etag))
+                    day_seen[key] = [size, etag, True]
+            else:
+                day_seen[key] = [size, etag, False]  # new or still changing: look again next tick
+        for key in set(day_seen) - present:  # expired out of the buffer
+            del day_seen[key]
+        newest = max(newest or day, day)
+    new_since = (date.fromisoformat(newest) - timedelta(days=overlap_days)).isoformat() if newest else None
+    seen = {d: v for d, v in seen.items() if v and (new_since is None or d >= new_since)}
+    return ready, BufferCursor(newest, seen)

@@ -1,0 +1,72 @@
+"""The one place that chooses resources per deployment (DAGSTER_DEPLOYMENT=local|prod).
+
+Nothing else in the code asks which environment it is in. Every setting comes from an environment
+variable listed in README.md ("Configuration").
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline.errors import PipelineInputError
+from resources.base_weights import BaseWeights
+from resources.engine_builder import JetsonSSHEngineBuilder, LocalTensorRTEngineBuilder, UnavailableEngineBuilder
+from resources.storage import LocalArtifactStore, S3ArtifactStore
+from resources.trainer import InProcessTrainer
+
+DEPLOYMENTS = ("local", "prod")
+DEFAULT_STORAGE_ROOT = Path(".lbzf") / "store"
+
+
+def _required(env: Mapping[str, str], name: str, deployment: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise PipelineInputError("environment", name, value, f"set {name} for DAGSTER_DEPLOYMENT={deployment} "
+                                 "(see README.md, Configuration)", problem="missing setting")
+    return value
+
+
+def _base_weights(env: Mapping[str, str], allow_untrained_default: bool) -> BaseWeights:
+    allowed = [h.strip() for h in env.get("LBZF_ALLOWED_WEIGHTS", "").split(",") if h.strip()]
+    untrained = env.get("LBZF_ALLOW_UNTRAINED_BASELINE", "1" if allow_untrained_default else "0")
+    return BaseWeights(setting=env.get("LBZF_BASE_WEIGHTS", "yolov8n.pt"), extra_allowed_sha256=allowed,
+                       allow_untrained=untrained.lower() in {"1", "true", "yes"})
+
+
+def _local_engine_builder():
+    builder = LocalTensorRTEngineBuilder()
+    available, reason = builder.availability()
+    return builder if available else UnavailableEngineBuilder(reason=reason)
+
+
+def resources_for(deployment: str | None = None, env: Mapping[str, str] | None = None) -> dict:
+    env = os.environ if env is None else env
+    deployment = (deployment or env.get("DAGSTER_DEPLOYMENT", "local")).strip() or "local"
+    if deployment == "local":
+        return {
+            "store": LocalArtifactStore(root=str(Path(env.get("LBZF_STORAGE_ROOT", str(DEFAULT_STORAGE_ROOT)))
+                                                 .expanduser().resolve())),
+            "engine_builder": _local_engine_builder(),
+            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "")),
+            "base_weights": _base_weights(env, allow_untrained_default=True),
+        }
+    if deployment == "prod":
+        return {
+            "store": S3ArtifactStore(bucket=_required(env, "LBZF_S3_BUCKET", deployment),
+                                     prefix=env.get("LBZF_S3_PREFIX", ""),
+                                     endpoint_url=env.get("LBZF_S3_ENDPOINT_URL") or None,
+                                     region_name=env.get("LBZF_S3_REGION") or None,
+                                     kms_key_id=_required(env, "LBZF_S3_KMS_KEY_ID", deployment)),
+            "engine_builder": JetsonSSHEngineBuilder(
+                host=_required(env, "LBZF_JETSON_HOST", deployment),
+                port=int(env.get("LBZF_JETSON_PORT", "22")),
+                user=_required(env, "LBZF_JETSON_USER", deployment),
+                key_path=env.get("LBZF_JETSON_KEY_PATH") or None,
+                known_hosts_path=_required(env, "LBZF_JETSON_KNOWN_HOSTS", deployment),
+            ),
+            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0")),
+            "base_weights": _base_weights(env, allow_untrained_default=False),
+        }
+    raise PipelineInputError("environment", "DAGSTER_DEPLOYMENT", deployment, f"use one of {DEPLOYMENTS}",
+                             problem="unknown deployment")

@@ -1,0 +1,45 @@
+"""Sensors: new buffer footage, new CVAT exports."""
+
+import json
+
+import dagster as dg
+
+from assets.buffer import clip_partition_key
+from assets.partitions import buffer_clip_partitions
+from pipeline import keys
+from pipeline.buffer_listing import BufferCursor, scan
+from pipeline.jobs import annotations_job, buffer_frames_job
+from resources.storage import ArtifactStore
+
+
+@dg.sensor(job=buffer_frames_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Registers each new, fully uploaded buffer clip as a partition and requests its frames.")
+def buffer_footage_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore) -> dg.SensorResult:
+    cursor = BufferCursor.parse(context.cursor)
+    listing = lambda prefix: ((i.key, i.size, i.etag) for i in store.list_keys(prefix))  # noqa: E731
+    ready, new_cursor = scan(cursor, store.list_prefixes, listing)
+    partitions = [clip_partition_key(c.key) for c in ready]
+    runs = [dg.RunRequest(run_key=f"{c.key}@{c.etag}", partition_key=p, tags={"lbzf/clip": c.key})
+            for c, p in zip(ready, partitions)]
+    return dg.SensorResult(
+        run_requests=runs, cursor=new_cursor.dump(),
+        dynamic_partitions_requests=[buffer_clip_partitions.build_add_request(partitions)] if partitions else [],
+    )
+
+
+@dg.sensor(job=annotations_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Requests an annotation import when a CVAT export lands (or changes) in annotations/incoming/.")
+def annotation_exports_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore) -> dg.SensorResult:
+    previous = json.loads(context.cursor) if context.cursor else {"seen": {}, "done": {}}
+    seen, done = previous["seen"], previous["done"]
+    current = {i.key: [i.size, i.etag] for i in store.list_keys(keys.INCOMING_ANNOTATIONS)
+               if i.key.endswith((".zip", ".json", ".xml"))}
+    stable_new = sorted(k for k, v in current.items() if seen.get(k) == v and done.get(k) != v[1])
+    runs = []
+    if stable_new:
+        tag = ",".join(f"{k}@{current[k][1]}" for k in stable_new)
+        runs.append(dg.RunRequest(run_key=tag, tags={"lbzf/exports": str(len(stable_new))}))
+        for k in stable_new:
+            done[k] = current[k][1]
+    done = {k: v for k, v in done.items() if k in current}
+    return dg.SensorResult(run_requests=runs, cursor=json.dumps({"seen": current, "done": done}, sort_keys=True))

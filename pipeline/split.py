@@ -1,0 +1,138 @@
+"""Leak-free group split: whole videos (and, configurably, whole camera-days) go to one split.
+
+Groups are connected components of videos that share a camera-day (when `by_camera_day`), so no
+operator session can sit on both sides. Groups are dealt to train/val/test in a fixed-seed order,
+operation by operation, always to the split furthest behind its target share, which spreads every
+operation across the splits as far as its number of groups allows. Post-install recordings form
+the separate deployment test set.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import SplitError
+from pipeline.hashing import sha256_bytes
+
+SPLITS = ("train", "val", "test")
+DEPLOYMENT_TEST = "deployment_test"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    ratios: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    seed: int = 0
+    by_camera_day: bool = True
+    ratio_tolerance: float = 0.10  # allowed |share of groups - target| per split
+
+
+def _groups(units: pd.DataFrame, by_camera_day: bool) -> pd.Series:
+    """Group id per unit (row): union of units sharing a video id, or a camera-day when asked."""
+    parent = list(range(len(units)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    keys = [units["video_id"].astype(str)]
+    if by_camera_day:
+        keys.append(units["camera"].astype(str) + "|" + units["recorded_day"].astype(str))
+    for column in keys:
+        first: dict[str, int] = {}
+        for i, value in enumerate(column):
+            if value in first:
+                parent[find(i)] = find(first[value])
+            else:
+                first[value] = i
+    roots = [find(i) for i in range(len(units))]
+    names: dict[int, str] = {}
+    for i, root in enumerate(roots):
+        names.setdefault(root, str(units["video_id"].iloc[i]))
+    return pd.Series([f"g:{names[r]}" for r in roots], index=units.index)
+
+
+def _targets(n_groups: int, ratios: tuple[float, ...]) -> list[int]:
+    raw = np.array(ratios) / sum(ratios) * n_groups
+    counts = np.floor(raw).astype(int)
+    for k in np.argsort(-(raw - counts), kind="stable")[: n_groups - counts.sum()]:
+        counts[k] += 1
+    return counts.tolist()
+
+
+def assign_splits(units: pd.DataFrame, config: SplitConfig = SplitConfig()) -> pd.DataFrame:
+    """Split assignment per unit (a video or a photo).
+
+    `units` columns: video_id, operation, camera, recorded_day, post_install. Returns the same rows
+    with `group` and `split` added, sorted by video_id.
+    """
+    required = {"video_id", "operation", "camera", "recorded_day", "post_install"}
+    missing = required - set(units.columns)
+    if missing:
+        raise SplitError("video manifest", ", ".join(sorted(missing)), None,
+                         "add the missing columns to raw/videos/manifest.csv", problem="missing columns")
+    units = units.sort_values("video_id").reset_index(drop=True).copy()
+    units["group"] = _groups(units, config.by_camera_day)
+    post = units["post_install"].astype(bool)
+    mixed = units.groupby("group")["post_install"].nunique()
+    if (mixed > 1).any():
+        bad = mixed[mixed > 1].index[0]
+        raise SplitError("video manifest", "post_install", bad, "a camera-day cannot hold both pre- and post-install "
+                         "recordings; fix recorded_day or post_install for that group", problem="mixed group")
+    units.loc[post, "split"] = DEPLOYMENT_TEST
+
+    pre_groups = units.loc[~post].groupby("group").agg(operation=("operation", "first")).reset_index()
+    n = len(pre_groups)
+    targets = _targets(n, config.ratios)
+    needed = sum(1 for r in config.ratios if r > 0)
+    if n < needed or any(t == 0 and r > 0 for t, r in zip(targets, config.ratios)):
+        raise SplitError("video manifest", "groups", n,
+                         f"ratios {config.ratios} need at least one group per split (targets {targets}); add videos "
+                         "or cameras/days, or set by_camera_day=false", problem="too few groups for the ratios")
+    rng = np.random.default_rng(config.seed)
+    order = []
+    for _, block in pre_groups.groupby("operation", sort=True):
+        order += list(block["group"].to_numpy()[rng.permutation(len(block))])
+    assigned = [0, 0, 0]
+    chosen: dict[str, str] = {}
+    for i, group in enumerate(order):
+        schedule = [t * (i + 1) / n - a if a < t else -np.inf for t, a in zip(targets, assigned)]
+        k = int(np.argmax(schedule))
+        assigned[k] += 1
+        chosen[group] = SPLITS[k]
+    units.loc[~post, "split"] = units.loc[~post, "group"].map(chosen)
+    return units
+
+
+def leaks(frames: pd.DataFrame, columns: tuple[str, ...] = ("video_id",)) -> pd.DataFrame:
+    """Values of `columns` (e.g. a video, or camera+day) that appear in more than one split."""
+    key = frames[list(columns)].astype(str).agg("|".join, axis=1)
+    spread = frames.assign(_key=key).groupby("_key")["split"].nunique()
+    return spread[spread > 1].rename("n_splits").reset_index().rename(columns={"_key": "|".join(columns)})
+
+
+def ratio_report(assignment: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
+    """Share of groups per split against its target, and whether it is within tolerance."""
+    pre = assignment[assignment["split"] != DEPLOYMENT_TEST]
+    groups = pre.groupby("group")["split"].first()
+    total = max(len(groups), 1)
+    rows = []
+    for name, ratio in zip(SPLITS, config.ratios):
+        share = float((groups == name).sum()) / total
+        rows.append({"split": name, "groups": int((groups == name).sum()), "share": round(share, 4),
+                     "target": ratio, "within_tolerance": abs(share - ratio) <= config.ratio_tolerance})
+    return pd.DataFrame(rows)
+
+
+def split_csv(frames: pd.DataFrame) -> tuple[bytes, str]:
+    """Bytes of dataset_split_vN.csv (one row per frame, sorted) and their sha256: the data version."""
+    columns = ["frame_key", "video_id", "operation", "camera", "recorded_day", "group", "split"]
+    table = frames[columns].sort_values("frame_key").reset_index(drop=True)
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, lineterminator="\n")
+    data = buffer.getvalue().encode()
+    return data, sha256_bytes(data)

@@ -1,0 +1,93 @@
+"""Stage B fine-tuning with Ultralytics: the plan's recipe as data, resumable, observable.
+
+Every field of `TrainingRecipe` maps to an Ultralytics train argument, so the seeds' other recipes
+(YOLOv8s at 800 for 20 epochs, YOLO11n with AdamW and patience 20) are configurations, not code.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.hashing import sha256_file
+from pipeline.offline import ultralytics_yolo
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """The plan's recipe (training plan, Stage B). Horizontal flip off, mixup off."""
+
+    imgsz: int = 640
+    epochs: int = 50
+    batch: int = 32
+    optimizer: str = "SGD"
+    lr0: float = 0.01
+    cos_lr: bool = True
+    patience: int = 10
+    fliplr: float = 0.0
+    mixup: float = 0.0
+    seed: int = 0
+    device: str = ""  # "" = whatever is present (GPU 0 if any, else CPU)
+    workers: int = 0
+    extra: dict = field(default_factory=dict)  # any other Ultralytics train argument
+
+    def train_args(self) -> dict:
+        args = {k: v for k, v in asdict(self).items() if k not in {"extra", "device"}}
+        if self.device:
+            args["device"] = self.device
+        args.update(self.extra)
+        return args
+
+
+@dataclass
+class TrainResult:
+    best: Path
+    last: Path
+    best_sha256: str
+    epochs_run: int
+    resumed: bool
+    curves: list[dict]
+    final_metrics: dict
+
+
+EpochLogger = Callable[[dict], None]
+
+
+def _epoch_row(trainer) -> dict:
+    row = {"epoch": int(trainer.epoch) + 1}
+    losses = trainer.label_loss_items(trainer.tloss, prefix="train") if trainer.tloss is not None else {}
+    row.update({k: round(float(v), 5) for k, v in losses.items()})
+    row.update({k: round(float(v), 5) for k, v in (trainer.metrics or {}).items()})
+    return row
+
+
+def read_curves(run_dir: Path) -> list[dict]:
+    """Per-epoch rows of Ultralytics' results.csv (losses, precision, recall, mAP)."""
+    results = run_dir / "results.csv"
+    if not results.exists():
+        return []
+    with results.open() as handle:
+        return [{k.strip(): float(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
+
+
+def train(recipe: TrainingRecipe, data_yaml: Path, base_weights: Path | str, run_dir: Path,
+          on_epoch: EpochLogger | None = None) -> TrainResult:
+    """Train (or resume) in `run_dir`. A run that was interrupted continues from its last checkpoint."""
+    YOLO = ultralytics_yolo()
+    run_dir = Path(run_dir).resolve()
+    last = run_dir / "weights" / "last.pt"
+    best = run_dir / "weights" / "best.pt"
+    resumed = last.exists() and not (run_dir / "finished").exists()
+    model = YOLO(str(last) if resumed else str(base_weights))
+    if on_epoch is not None:
+        model.add_callback("on_fit_epoch_end", lambda trainer: on_epoch(_epoch_row(trainer)))
+    if resumed:
+        model.train(resume=True)
+    else:
+        model.train(data=str(Path(data_yaml).resolve()), project=str(run_dir.parent), name=run_dir.name,
+                    exist_ok=True, plots=False, val=True, verbose=False, **recipe.train_args())
+    (run_dir / "finished").write_text("ok\n")
+    curves = read_curves(run_dir)
+    final = best if best.exists() else last
+    return TrainResult(final, last, sha256_file(final), len(curves), resumed, curves, curves[-1] if curves else {})
