@@ -46,11 +46,11 @@ def buffer_frames(context: dg.AssetExecutionContext, config: BufferFramesConfig,
         info = probe_video(local)
     video_id = f"{camera}_{day}_{name.rsplit('.', 1)[0]}"
     prefix = f"frames/buffer/{camera}/{day}/{name.rsplit('.', 1)[0]}/"
-    table = extract_to_store(store, key, buffer_targets(info.duration_s, config.step_s), source="buffer",
+    table = extract_to_store(store, key, buffer_targets(info.usable_duration_s, config.step_s), source="buffer",
                              video_id=video_id, frame_prefix=prefix)
     digest = write_parquet(store, f"{prefix}manifest.parquet", table)
     return dg.MaterializeResult(metadata={"clip": key, "camera": camera, "day": day, "frames": len(table),
-                                          "duration_s": round(info.duration_s, 3), "manifest_sha256": digest})
+                                          "duration_s": round(info.usable_duration_s, 3), "manifest_sha256": digest})
 
 
 class HardExamplesConfig(dg.Config):
@@ -77,7 +77,7 @@ def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
     durations = []
     for key in clips["key"]:
         with store.local_copy(key) as local:
-            durations.append(probe_video(local).duration_s)
+            durations.append(probe_video(local).usable_duration_s)
     flags = attach_clips(pd.concat(logs, ignore_index=True), clips.assign(duration_s=durations))
     chosen, info = sample(flags, HardExampleConfig(config.n, config.seed, config.min_gap_s))
     prefix = f"retraining/{month}/"

@@ -69,11 +69,11 @@ def video_frames(context: dg.AssetExecutionContext, config: FramesConfig, store:
     row = read_video_manifest(store).set_index("video_id").loc[video_id]
     with store.local_copy(row["key"]) as local:
         info = probe_video(local)
-    table = extract_to_store(store, row["key"], every_n_seconds(info.duration_s, config.step_s), source="ops",
+    table = extract_to_store(store, row["key"], every_n_seconds(info.usable_duration_s, config.step_s), source="ops",
                              video_id=video_id, frame_prefix=f"frames/ops/{video_id}/")
     manifest_sha = write_parquet(store, keys.frames_manifest_key("ops", video_id), table)
     return dg.MaterializeResult(metadata={
-        "frames": len(table), "duration_s": round(info.duration_s, 3), "video_sha256": table["video_sha256"].iloc[0],
+        "frames": len(table), "duration_s": round(info.usable_duration_s, 3), "video_sha256": table["video_sha256"].iloc[0],
         "first_ts_s": float(table["actual_s"].min()), "last_ts_s": float(table["actual_s"].max()),
         "manifest_sha256": manifest_sha, "manifest_uri": store.uri(keys.frames_manifest_key("ops", video_id)),
     })

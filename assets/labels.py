@@ -99,6 +99,7 @@ class AgreementConfig(dg.Config):
     min_kappa: float = 0.85
     min_overlap_frames: int = 20
     iou_threshold: float = 0.5
+    grid: int = 16
 
 
 @dg.asset_check(asset=annotations, blocking=True, description="Cohen's kappa on the overlap subset >= min_kappa")
@@ -110,8 +111,9 @@ def annotator_agreement(context: dg.AssetCheckExecutionContext, config: Agreemen
         return dg.AssetCheckResult(passed=False, metadata={
             "overlap_frames": len(shared), "remedy": f"have a second annotator label at least "
                                                      f"{config.min_overlap_frames} frames of the same task"})
-    result = box_agreement(boxes[boxes["annotator"] == a], boxes[boxes["annotator"] == b], shared,
-                           iou_threshold=config.iou_threshold)
+    sizes = {r.frame_key: (float(r.width), float(r.height)) for r in images.drop_duplicates("frame_key").itertuples()}
+    result = box_agreement(boxes[boxes["annotator"] == a], boxes[boxes["annotator"] == b], shared, sizes=sizes,
+                           iou_threshold=config.iou_threshold, grid=config.grid)
     return dg.AssetCheckResult(passed=bool(result.kappa >= config.min_kappa), metadata={
         **result.to_metadata(), "annotator_a": a, "annotator_b": b, "min_kappa": config.min_kappa,
         "disagreements": md_table(result.disagreements, 30)})

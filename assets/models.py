@@ -154,6 +154,7 @@ def _materialize_dataset(store: ArtifactStore, local_root: Path) -> Path:
     },
     deps=[stage_a_baseline, yolo_dataset],
     can_subset=False,
+    pool="gpu",
 )
 def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: ArtifactStore, trainer: Trainer,
             base_weights: BaseWeights):

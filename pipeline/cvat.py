@@ -11,7 +11,8 @@ Accepted exports (the format is detected from the content, not the file name):
 Only rectangles become boxes. COCO bboxes are rectangles by construction (CVAT converts polygons and
 masks). In XML, other shapes (polygon, polyline, points, ellipse, mask, cuboid, skeleton) are counted in
 ``counts['non_box_shapes']``; one whose label maps to a class is an error by default, because dropping it
-would silently turn a person into background (``non_box_shapes="skip"`` only counts them).
+would silently turn a person into background (``non_box_shapes="skip"`` only counts them). A rotated
+rectangle (CVAT ``rotation``) becomes the axis-aligned box around it.
 
 Every image or frame in the export is a row of ``ImportResult.images``, also those with no box: they are
 the negatives. Archives are checked member by member before anything is extracted, and only the
@@ -69,6 +70,7 @@ ACCEPTED_FORMATS = (
 _FORMAT_REMEDY = ("export the task from CVAT (Actions > Export task dataset) as one of: "
                   + "; ".join(ACCEPTED_FORMATS))
 _REEXPORT = "re-export the task from CVAT and import the file as downloaded, without editing it"
+_REEXPORT_SUFFIX = "download the export from CVAT again and import that file unchanged"
 
 BOX_COLUMNS = [
     "export_file", "export_sha256", "annotator", "task", "image_id", "file_name", "frame_key", "width", "height",
@@ -81,9 +83,9 @@ IMAGE_COLUMNS = [
 ]
 
 _NUM = (int, float)
-_NON_BOX_TAGS = ("polygon", "polyline", "points", "ellipse", "mask", "cuboid", "skeleton")
+_NUMSET = frozenset(_NUM)
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member time: the same frames give the same package bytes
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
 
 # --------------------------------------------------------------------------------------------- public types
@@ -241,15 +243,14 @@ class _Parsed:
         # boxes
         self.b_img: list[int] = []         # index into the image lists
         self.b_label: list[str] = []
-        self.b_x1: list[float] = []
-        self.b_y1: list[float] = []
-        self.b_x2: list[float] = []
-        self.b_y2: list[float] = []
+        self.coords: list[np.ndarray] = []  # chunks of (k, 4) x1, y1, x2, y2 in box order
         self.b_rot: list[float] = []
         self.b_occ: list[bool] = []
         self.b_track: list[int | None] = []
-        self.b_ref: list[str] = []         # "annotations[3] (id 4)", "track 0 frame 13"
-        self.b_raw: list[Any] = []         # the bbox / attributes as written, for error messages
+        # where each box came from, resolved to text only for an error message (see _describe):
+        # COCO: index into 'annotations' + that annotation; XML: text + attributes; video: (track, frame, exact)
+        self.b_ref: list[Any] = []
+        self.b_raw: list[Any] = []
         self.non_box_counts: dict[str, int] = {}
         self.hidden = 0                    # boxes skipped because outside="1"
 
@@ -319,7 +320,8 @@ def _check_members(zf: zipfile.ZipFile, shown: str, limits: ArchiveLimits) -> di
                                   + _REEXPORT_SUFFIX, problem="path traversal in archive")
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise AnnotationError(shown, "member type", raw, "refusing symbolic links in an export; " + _REEXPORT_SUFFIX,
+            raise AnnotationError(shown, "member type", raw,
+                                  "refusing symbolic links in an export; " + _REEXPORT_SUFFIX,
                                   problem="symlink member in archive")
         if info.flag_bits & 0x1:
             raise AnnotationError(shown, "member flags", raw, "export without a password; " + _REEXPORT_SUFFIX,
@@ -344,9 +346,6 @@ def _check_members(zf: zipfile.ZipFile, shown: str, limits: ArchiveLimits) -> di
     return files
 
 
-_REEXPORT_SUFFIX = "download the export from CVAT again and import that file unchanged"
-
-
 def _read_zip(path: Path, parsed: _Parsed, limits: ArchiveLimits) -> None:
     shown = str(path)
     try:
@@ -368,7 +367,7 @@ def _read_zip(path: Path, parsed: _Parsed, limits: ArchiveLimits) -> None:
                         _parse_xml(data, source, subset, parsed)
     except zipfile.BadZipFile as exc:
         raise AnnotationError(shown, "zip", str(exc), _REEXPORT_SUFFIX, problem="unreadable zip archive") from exc
-    except RuntimeError as exc:  # zipfile: encrypted / unsupported member slipped through
+    except (RuntimeError, NotImplementedError) as exc:  # zipfile: a member it cannot decompress
         raise AnnotationError(shown, "zip", str(exc), _REEXPORT_SUFFIX, problem="unreadable zip member") from exc
 
 
@@ -465,8 +464,13 @@ def _parse_coco(data: bytes, source: str, subset: str, p: _Parsed) -> None:
         p.img_src.append(source)
 
     seen: set[int] = set()
-    b_img, b_label, b_ref, b_raw = p.b_img, p.b_label, p.b_ref, p.b_raw
-    b_x1, b_y1, b_x2, b_y2, b_rot, b_occ, b_track = p.b_x1, p.b_y1, p.b_x2, p.b_y2, p.b_rot, p.b_occ, p.b_track
+    seen_add = seen.add
+    img_get, cat_get = img_index.get, cat_name.get
+    b_img, b_label, b_ref, b_raw = p.b_img.append, p.b_label.append, p.b_ref.append, p.b_raw.append
+    b_rot, b_occ, b_track = p.b_rot.append, p.b_occ.append, p.b_track.append
+    boxes: list[list] = []
+    box = boxes.append
+    num = _NUMSET
     for j, a in enumerate(doc["annotations"]):
         try:
             aid, iid, cid, bbox = a["id"], a["image_id"], a["category_id"], a["bbox"]
@@ -475,43 +479,44 @@ def _parse_coco(data: bytes, source: str, subset: str, p: _Parsed) -> None:
                 _req(a, key, source, f"annotations[{j}]")
             raise
         if type(aid) is not int:
-            raise AnnotationError(source, f"annotations[{j}].id", aid, _REEXPORT, problem="annotation id must be an int")
+            raise AnnotationError(source, f"annotations[{j}].id", aid, _REEXPORT,
+                                  problem="annotation id must be an integer")
         if aid in seen:
             raise AnnotationError(source, f"annotations[{j}].id", aid, _REEXPORT + "; every annotation needs its own "
                                   "id", problem="duplicate annotation id")
-        seen.add(aid)
-        ii = img_index.get(iid)
+        seen_add(aid)
+        ii = img_get(iid) if type(iid) is int else None
         if ii is None:
             raise AnnotationError(source, f"annotations[{j}] (id {aid}).image_id", iid, _REEXPORT + "; the image it "
                                   "refers to is not in 'images'", problem="dangling image_id")
-        label = cat_name.get(cid)
+        label = cat_get(cid) if type(cid) is int else None
         if label is None:
             raise AnnotationError(source, f"annotations[{j}] (id {aid}).category_id", cid, _REEXPORT + "; the "
                                   f"category it refers to is not in 'categories' (ids {sorted(cat_name)})",
                                   problem="dangling category_id")
-        if type(bbox) is not list or len(bbox) != 4 or not all(type(v) in _NUM for v in bbox):
+        if type(bbox) is not list or len(bbox) != 4 or type(bbox[0]) not in num or type(bbox[1]) not in num \
+                or type(bbox[2]) not in num or type(bbox[3]) not in num:
             raise AnnotationError(source, f"annotations[{j}] (id {aid}).bbox", bbox, _REEXPORT + "; a bbox is "
                                   "[x, y, width, height] in pixels", problem="malformed bbox")
-        x, y, w, h = bbox
-        b_img.append(ii)
-        b_label.append(label)
-        b_x1.append(x)
-        b_y1.append(y)
-        b_x2.append(x + w)
-        b_y2.append(y + h)
+        box(bbox)
+        b_img(ii)
+        b_label(label)
         attrs = a.get("attributes")
         if attrs and type(attrs) is dict:
             rot = attrs.get("rotation", 0.0)
-            b_rot.append(float(rot) if type(rot) in _NUM else 0.0)
-            b_occ.append(attrs.get("occluded") is True)
+            b_rot(rot if type(rot) in num else 0.0)
+            b_occ(attrs.get("occluded") is True)
             track = attrs.get("track_id")
-            b_track.append(track if type(track) is int else None)
+            b_track(track if type(track) is int else None)
         else:
-            b_rot.append(0.0)
-            b_occ.append(False)
-            b_track.append(None)
-        b_ref.append(f"annotations[{j}] (id {aid}).bbox")
-        b_raw.append(bbox)
+            b_rot(0.0)
+            b_occ(False)
+            b_track(None)
+        b_ref(j)
+        b_raw(a)
+    xywh = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    xywh[:, 2:] += xywh[:, :2]
+    p.coords.append(xywh)
 
 
 def _req(obj: Any, key: str, source: str, where: str) -> Any:
@@ -594,6 +599,7 @@ def _flag(value: str | None) -> bool:
 def _parse_cvat_images(images: list[ET.Element], source: str, p: _Parsed) -> None:
     p.set_format("cvat_images", source)
     seen: set[tuple[str, int]] = set()
+    coords: list[list[float]] = []
     for i, im in enumerate(images):
         where = f"image[{i}]"
         iid = _attr_int(im, "id", source, where)
@@ -628,15 +634,13 @@ def _parse_cvat_images(images: list[ET.Element], source: str, p: _Parsed) -> Non
                 raise AnnotationError(source, f"{swhere}.label", None, _REEXPORT, problem="missing required attribute")
             p.b_img.append(index)
             p.b_label.append(label)
-            p.b_x1.append(_attr_float(shape, "xtl", source, swhere))
-            p.b_y1.append(_attr_float(shape, "ytl", source, swhere))
-            p.b_x2.append(_attr_float(shape, "xbr", source, swhere))
-            p.b_y2.append(_attr_float(shape, "ybr", source, swhere))
+            coords.append([_attr_float(shape, key, source, swhere) for key in ("xtl", "ytl", "xbr", "ybr")])
             p.b_rot.append(_attr_float(shape, "rotation", source, swhere) if shape.get("rotation") else 0.0)
             p.b_occ.append(_flag(shape.get("occluded")))
             p.b_track.append(None)
             p.b_ref.append(swhere)
             p.b_raw.append(dict(shape.attrib))
+    p.coords.append(np.array(coords, dtype=np.float64).reshape(-1, 4))
 
 
 def _parse_cvat_video(root: ET.Element, tracks: list[ET.Element], scope: ET.Element | None, source: str,
@@ -755,15 +759,11 @@ def _track_boxes(shapes: list[ET.Element], tid: int, label: str, start: int, sto
     index = ((grid - start) // step).tolist()
     p.b_img.extend(index)
     p.b_label.extend([label] * len(index))
-    p.b_x1.extend(coords[:, 0].tolist())
-    p.b_y1.extend(coords[:, 1].tolist())
-    p.b_x2.extend(coords[:, 2].tolist())
-    p.b_y2.extend(coords[:, 3].tolist())
+    p.coords.append(coords)
     p.b_rot.extend(rots.tolist())
     p.b_occ.extend(occ[prev].tolist())
     p.b_track.extend([tid] * len(index))
-    p.b_ref.extend(f"track {tid} frame {f}" + ("" if e else " (interpolated)")
-                   for f, e in zip(grid.tolist(), exact.tolist()))
+    p.b_ref.extend(zip([tid] * len(index), grid.tolist(), exact.tolist()))
     p.b_raw.extend([None] * len(index))
 
 
@@ -791,7 +791,8 @@ def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, 
                 resolved = p.mapping.resolve(label)
             except KeyError:
                 first = int(np.flatnonzero(members)[0])
-                raise AnnotationError(p.img_src[b_img[first]], f"{p.b_ref[first]} label", label,
+                raise AnnotationError(p.img_src[b_img[first]], "label of " + _describe(p, first)[0].removesuffix(".bbox"),
+                                      label,
                                       f"add it to LabelMapping.mapping or .ignore; allowed labels: "
                                       f"{p.mapping.allowed()}", problem="unmapped label") from None
             if resolved is None:
@@ -804,10 +805,8 @@ def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, 
 
     idx = np.flatnonzero(keep)
     bi = b_img[idx]
-    x1 = np.asarray(p.b_x1, dtype=np.float64)[idx]
-    y1 = np.asarray(p.b_y1, dtype=np.float64)[idx]
-    x2 = np.asarray(p.b_x2, dtype=np.float64)[idx]
-    y2 = np.asarray(p.b_y2, dtype=np.float64)[idx]
+    coords = np.concatenate(p.coords) if p.coords else np.zeros((0, 4))
+    x1, y1, x2, y2 = (coords[idx, c].copy() for c in range(4))
     rot = np.asarray(p.b_rot, dtype=np.float64)[idx]
     turned = np.flatnonzero(np.isfinite(rot) & (rot % 360.0 != 0.0))
     if turned.size:  # a rotated rectangle becomes its axis-aligned bounding box
@@ -824,9 +823,11 @@ def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, 
             return
         k = int(where[0])
         j = int(idx[k])
-        value = p.b_raw[j] if p.b_raw[j] is not None else [x1[k], y1[k], x2[k], y2[k]]
+        ref, value = _describe(p, j)
+        if value is None:
+            value = [round(float(v), 3) for v in (x1[k], y1[k], x2[k], y2[k])]
         more = f" ({where.size - 1} more boxes like it)" if where.size > 1 else ""
-        raise AnnotationError(p.img_src[bi[k]], p.b_ref[j], value,
+        raise AnnotationError(p.img_src[bi[k]], ref, value,
                               remedy + f"; image {p.img_file[bi[k]]!r} is {img_w[bi[k]]}x{img_h[bi[k]]}",
                               problem=problem + more)
 
@@ -913,11 +914,31 @@ def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, 
                         export_sha256=export_sha)
 
 
+def _describe(p: _Parsed, j: int) -> tuple[str, Any]:
+    """(field, value as written) of box j, for an error message."""
+    ref, raw = p.b_ref[j], p.b_raw[j]
+    if isinstance(ref, int):  # COCO: index into 'annotations'
+        return f"annotations[{ref}] (id {raw.get('id')}).bbox", raw.get("bbox")
+    if isinstance(ref, tuple):  # video: (track id, frame, explicit shape?)
+        tid, frame, exact = ref
+        return f"track {tid} frame {frame}" + ("" if exact else " (interpolated)"), None
+    return ref, raw
+
+
 def _nullable_int(values: list) -> pd.arrays.IntegerArray:
     n = len(values)
     mask = np.fromiter((v is None for v in values), dtype=bool, count=n)
     data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=n)
     return pd.arrays.IntegerArray(data, mask)
+
+
+def _basename(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def _stem(name: str) -> str:
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
 
 
 def _norm_name(name: str) -> str:
@@ -959,11 +980,12 @@ def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str) -> tuple[l
                                      problem="missing required column")
     keys_col = manifest["frame_key"].astype(str).tolist()
     names_col = [_norm_name(n) for n in manifest["file_name"].astype(str).tolist()]
-    for col, values in (("frame_key", keys_col), ("file_name", names_col)):
-        if len(set(values)) != len(values):
-            dup = pd.Series(values)[pd.Series(values).duplicated()].iloc[0]
-            raise PipelineInputError("frame_manifest", col, dup, "a task manifest lists each frame once",
-                                     problem="duplicate manifest entry")
+    named: dict[str, str] = {}
+    for name, key in zip(names_col, keys_col):  # the same row twice is harmless; one name, two frames is not
+        if named.setdefault(name, key) != key:
+            raise PipelineInputError("frame_manifest", "file_name", name, "every file name in the manifest must "
+                                     f"stand for one frame (here {named[name]!r} and {key!r})",
+                                     problem="ambiguous manifest entry")
     remedy = ("import the export against the manifest of the task package that was sent to CVAT for this task "
               "(the export's images must be that package's images, unrenamed)")
     out: list[str] = []
@@ -978,24 +1000,24 @@ def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str) -> tuple[l
                 raise AnnotationError(p.img_src[i], "frame", f, remedy, problem="video frame not in the task manifest")
             out.append(k)
     else:
-        exact = dict(zip(names_col, keys_col))
+        exact = named
         base: dict[str, str | None] = {}
         stems: dict[str, str | None] = {}
-        for name, key in zip(names_col, keys_col):
-            b = PurePosixPath(name).name
-            base[b] = None if b in base else key           # None: ambiguous
-            s = PurePosixPath(b).stem
-            stems[s] = None if s in stems else key
+        for name, key in named.items():
+            b = _basename(name)
+            base[b] = key if base.get(b, key) == key else None    # None: two frames share the name
+            s = _stem(b)
+            stems[s] = key if stems.get(s, key) == key else None
         video = p.format == "cvat_video"
         for i, name in enumerate(p.img_file):
             n = _norm_name(name)
             k = exact.get(n)
             if k is None:
-                k = base.get(PurePosixPath(n).name)
+                k = base.get(_basename(n))
             if k is None and video:  # video frames have no extension: frame_000010
-                k = stems.get(PurePosixPath(n).name)
+                k = stems.get(_basename(n))
             if k is None:
-                ambiguous = PurePosixPath(n).name in base
+                ambiguous = _basename(n) in base
                 raise AnnotationError(p.img_src[i], "images.file_name", name, remedy,
                                       problem="export image matches several manifest frames" if ambiguous
                                       else "export image matches no frame in the task manifest")
@@ -1007,11 +1029,15 @@ def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str) -> tuple[l
 
 
 def package_name(frame_key: str) -> str:
-    """The image name a frame has in a task package: flat, CVAT-safe, ``.jpg``."""
+    """The image name a frame has in a task package: ``keys.package_file_name`` (the same name every other
+    module derives from a frame key), checked rather than altered, so that the two can never differ."""
     name = package_file_name(frame_key)
-    name = _SAFE_NAME.sub("_", name).lstrip(".")
-    if not name.lower().endswith((".jpg", ".jpeg")):
-        name += ".jpg"
+    if (not name or name.startswith(".") or _UNSAFE_NAME.search(name) or name == "manifest.csv"
+            or not name.lower().endswith((".jpg", ".jpeg"))):
+        raise PipelineInputError("task package", "frame_key", frame_key,
+                                 "frame keys must flatten to a plain '<...>.jpg' file name (no '\\', ':', control "
+                                 "characters or leading dot); extract the frame under a regular key",
+                                 problem="frame key unusable as a CVAT image name")
     return name
 
 
@@ -1039,7 +1065,7 @@ def write_task_package(frames: list[tuple[str, Path]], out_zip: Path, task: str)
                                      problem="duplicate frame in task package")
         keys.add(frame_key)
         name = package_name(frame_key)
-        if name == "manifest.csv" or name in names:
+        if name in names:
             raise PipelineInputError(str(out_zip), "file_name", name, f"frame keys {names.get(name)!r} and "
                                      f"{frame_key!r} flatten to the same name; rename one",
                                      problem="file name collision in task package")

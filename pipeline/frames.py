@@ -45,8 +45,6 @@ TIME_EPS_S = 5e-7
 # A video whose decodable end falls this far (or two frame intervals, if longer) short of its
 # declared duration is treated as truncated.
 _TRUNCATION_SLACK_S = 0.5
-# Packets fed while probing before the decoder is drained to get the first frame out.
-_PROBE_PACKETS = 64
 # Side of the grayscale thumbnails compared by `motion_energy`.
 _MOTION_WIDTH = 64
 
@@ -90,7 +88,7 @@ class TargetFrame:
     target_s: float
     actual_s: float  # presentation time of the chosen frame
     frame_index: int  # rank of that frame in presentation order, from 0
-    rgb: np.ndarray  # (height, width, 3) uint8
+    rgb: np.ndarray  # (height, width, 3) uint8; shared by targets that pick the same frame
 
 
 @dataclass(frozen=True)
@@ -150,12 +148,14 @@ def _video_stream(container: InputContainer, file: str) -> VideoStream:
     if not streams:
         kinds = [s.type for s in container.streams]
         raise BadFootageError(
-            file, "streams", kinds, "supply the video recording; this file holds no video track", problem="no video stream"
+            file, "streams", kinds, "supply the video recording; this file holds no video track",
+            problem="no video stream",
         )
     stream = streams[0]
     if stream.codec_context is None:
         raise BadFootageError(
-            file, "codec", repr(stream), _REMEDY_TRANSCODE, problem="video codec has no decoder in this build"
+            file, "codec", f"video stream #{stream.index}: unknown codec", _REMEDY_TRANSCODE,
+            problem="video codec has no decoder in this build",
         )
     return stream
 
@@ -167,7 +167,9 @@ def _data_packets(container: InputContainer, stream: VideoStream, file: str) -> 
             if packet.size:
                 yield packet
     except av.error.FFmpegError as exc:
-        raise BadFootageError(file, "packets", str(exc), _REMEDY_RECOPY, problem="unreadable data in the container") from exc
+        raise BadFootageError(
+            file, "packets", str(exc), _REMEDY_RECOPY, problem="unreadable data in the container"
+        ) from exc
 
 
 def _decode(codec: Any, packet: av.Packet | None) -> list[VideoFrame]:
@@ -236,7 +238,7 @@ class _Index:
 
 
 def _read_packets(container: InputContainer, stream: VideoStream, file: str) -> tuple[list[_Packet], VideoFrame | None]:
-    """All packets' metadata, plus the first frame (decoded from the first packets only)."""
+    """All packets' metadata, plus the first frame (the decoder stops being fed once it has one)."""
     packets: list[_Packet] = []
     first: VideoFrame | None = None
     codec = stream.codec_context
@@ -244,7 +246,7 @@ def _read_packets(container: InputContainer, stream: VideoStream, file: str) -> 
         if packet.pts is None:
             raise BadFootageError(file, "pts", None, _REMEDY_REMUX, problem="packets without presentation timestamps")
         packets.append(_Packet(packet.pts, packet.is_keyframe, packet.is_discard, packet.duration or 0))
-        if first is None and len(packets) <= _PROBE_PACKETS:
+        if first is None:
             frames = _decode(codec, packet)
             first = frames[0] if frames else None
     if first is None and packets:
@@ -283,7 +285,9 @@ def _index_video(path: Path) -> _Index:
         width, height = (first.height, first.width) if turns % 2 else (first.width, first.height)
 
     if len(set(frame_pts)) != len(frame_pts):
-        raise BadFootageError(file, "pts", "duplicate timestamps", _REMEDY_REMUX, problem="two frames share a timestamp")
+        raise BadFootageError(
+            file, "pts", "duplicate timestamps", _REMEDY_REMUX, problem="two frames share a timestamp"
+        )
     frame_times = [_seconds(p, start, time_base) for p in frame_pts]
 
     # The last frame lasts its packet duration (0 in MPEG-TS), else the typical frame interval.
@@ -392,11 +396,12 @@ def _plan(index: _Index, targets: Iterable[float]) -> _Plan:
 
     packet_of_pts = {p.pts: i for i, p in enumerate(index.packets) if not p.discard}
     keyframes = [i for i, p in enumerate(index.packets) if p.key]
-    spans = sorted(
-        {(_decode_start(index, keyframes, packet_of_pts[index.frame_pts[r]]), packet_of_pts[index.frame_pts[r]]) for _, r in picks}
-    )
+    spans: set[tuple[int, int]] = set()
+    for _, rank in picks:
+        carrier = packet_of_pts[index.frame_pts[rank]]
+        spans.add((_decode_start(index, keyframes, carrier), carrier))
     runs: list[tuple[int, int]] = []
-    for first, last in spans:
+    for first, last in sorted(spans):
         if runs and first <= runs[-1][1] + 1:  # overlapping or adjacent: keep decoding straight on
             runs[-1] = (runs[-1][0], max(runs[-1][1], last))
         else:
@@ -437,12 +442,13 @@ def _decode_runs(
 def iter_target_frames(
     path: str | Path, targets_s: Iterable[float], *, threads: int = 0, stats: dict[str, int] | None = None
 ) -> Iterator[TargetFrame]:
-    """Yield the exact frame for each target, in ascending target order of presentation.
+    """Yield the exact frame for each target, in ascending target order.
 
     Each target gets the last frame presented at or before it (the first frame if the target
     precedes it). Raises BadFootageError for unusable footage and for targets past the decodable
-    end — before decoding anything. `threads` = decoder frame threads (0: one per core; prefer 1
-    when running one process per core). `stats`, if given, receives packet counts.
+    end — before decoding anything. `threads` = decoder frame threads (0: FFmpeg picks, about one
+    per core; prefer 1 when running one process per core). `stats`, if given, receives packet
+    counts (packets_total, packets_decoded, runs) for logging and tests.
     """
     path = Path(path)
     index = _index_video(path)
@@ -470,7 +476,9 @@ def iter_target_frames(
 
     if waiting:
         missing = sorted(_seconds(pts, index.start_pts, index.time_base) for pts in waiting)
-        raise BadFootageError(file, "frames", [round(t, 6) for t in missing], _REMEDY_RECOPY, problem="frames could not be decoded")
+        raise BadFootageError(
+            file, "frames", [round(t, 6) for t in missing], _REMEDY_RECOPY, problem="frames could not be decoded"
+        )
 
 
 def reference_frames(path: str | Path, targets: Iterable[float]) -> list[TargetFrame]:

@@ -33,5 +33,5 @@ def plan_window(video: Path, *, window_s: float = 60.0, step_s: float = 5.0,
     """Choose the most active `window_s` window by motion energy and its 1 frame / `step_s` targets."""
     info = probe_video(video)
     motion = motion_energy(video, every_s=motion_every_s)
-    choice = choose_active_window(motion, info.duration_s, window_s=window_s)
+    choice = choose_active_window(motion, info.usable_duration_s, window_s=window_s)
     return choice, stage_a_targets(choice, step_s=step_s)

@@ -477,7 +477,7 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
                 trt.ILogger.__init__(self)
 
             def log(self, severity, msg):  # noqa: D401 - TensorRT callback
-                if severity <= trt.Logger.WARNING:
+                if int(severity) <= int(trt.Logger.WARNING):
                     lines.append(f"[{severity}] {msg}")
 
         logger = _Logger()
@@ -673,13 +673,15 @@ class JetsonSSHEngineBuilder(EngineBuilder):
                     f"{_fingerprint(exc.key)}); unknown hosts are refused, nothing was transferred.",
                     remedy=(f"verify the fingerprint on the device, then add it: ssh-keyscan -p {self.port} "
                             f"{self.host} >> {self.known_hosts_path}"), host=self.host) from exc
-            except paramiko.AuthenticationException as exc:
-                raise EngineBuildError(
-                    f"authentication as {self._where} failed ({exc}).",
-                    remedy=(f"authorise the public key of {self.key_path or 'your ssh-agent'} in "
-                            f"~{self.user}/.ssh/authorized_keys on the Jetson, or fix key_path/LBZF_JETSON_KEY_PATH."),
-                    host=self.host) from exc
-            except (OSError, EOFError, paramiko.SSHException) as exc:  # transport trouble: retry
+            except (paramiko.AuthenticationException, paramiko.PasswordRequiredException) as exc:
+                raise self._auth_error(exc) from exc
+            except paramiko.SSHException as exc:
+                if "authentication" in str(exc).lower():  # e.g. "No authentication methods available"
+                    raise self._auth_error(exc) from exc
+                last = exc  # transport trouble (banner timeout, reset): retry
+                if attempt < attempts:
+                    time.sleep(self.retry_backoff_s * (2 ** (attempt - 1)))
+            except (OSError, EOFError) as exc:  # refused, unreachable, timed out, DNS: retry
                 last = exc
                 if attempt < attempts:
                     time.sleep(self.retry_backoff_s * (2 ** (attempt - 1)))
@@ -693,6 +695,14 @@ class JetsonSSHEngineBuilder(EngineBuilder):
             yield client
         finally:
             client.close()
+
+    def _auth_error(self, exc: BaseException) -> EngineBuildError:
+        return EngineBuildError(
+            f"authentication as {self._where} failed ({type(exc).__name__}: {exc}).",
+            remedy=(f"authorise the public key of {self.key_path or 'your ssh-agent / ~/.ssh keys'} in "
+                    f"~{self.user}/.ssh/authorized_keys on the Jetson, or fix key_path (LBZF_JETSON_KEY_PATH); "
+                    "passphrase-protected keys must be loaded into ssh-agent."),
+            host=self.host)
 
     def _run(self, client: Any, command: str, timeout: float | None = None) -> tuple[int, str]:
         """Run ``command`` on the device; (exit status, stdout+stderr). Raises on a timeout."""
@@ -735,14 +745,50 @@ class JetsonSSHEngineBuilder(EngineBuilder):
                                    host=self.host, log_tail=_log_tail(out))
         return out
 
-    def _remote_sha256(self, client: Any, *paths: str) -> list[str]:
-        out = self._run_ok(client, "sha256sum -- " + " ".join(shlex.quote(p) for p in paths),
-                           f"sha256sum of {', '.join(paths)}", timeout=600)
-        digests = [line.split()[0].lstrip("\\").lower() for line in out.splitlines() if line.strip()]
-        if len(digests) != len(paths) or not all(re.fullmatch(r"[0-9a-f]{64}", d) for d in digests):
+    def _remote_sha256(self, client: Any, *paths: str, before: str = "", optional: tuple[str, ...] = (),
+                       what: str = "") -> dict[str, str]:
+        """sha256 of remote ``paths`` (and of ``optional`` ones that exist), after running ``before``."""
+        q = shlex.quote
+        command = (f"{before} && " if before else "") + "sha256sum -- " + " ".join(q(p) for p in paths)
+        for extra in optional:
+            command += f" && if [ -f {q(extra)} ]; then sha256sum -- {q(extra)}; fi"
+        out = self._run_ok(client, command, what or f"sha256sum of {', '.join(paths)}", timeout=600)
+        digests: dict[str, str] = {}
+        for line in out.splitlines():
+            m = re.match(r"^\\?([0-9a-fA-F]{64}) [ *](.+)$", line.strip())
+            if m:
+                digests[m.group(2)] = m.group(1).lower()
+        if not all(p in digests for p in paths):
             raise EngineBuildError(f"unexpected sha256sum output on {self._where}.", host=self.host,
-                                   remedy="check coreutils on the device.", log_tail=_log_tail(out))
+                                   remedy="check coreutils (sha256sum) on the device.", log_tail=_log_tail(out))
         return digests
+
+    def _sftp_makedirs(self, sftp: Any, path: str) -> None:
+        missing: list[str] = []
+        current = path
+        while current not in ("", "/"):
+            try:
+                sftp.stat(current)
+                break
+            except OSError:
+                missing.append(current)
+                current = posixpath.dirname(current)
+        for directory in reversed(missing):
+            try:
+                sftp.mkdir(directory)
+            except OSError as exc:
+                try:
+                    sftp.stat(directory)
+                except OSError:
+                    raise EngineBuildError(f"cannot create {directory} on {self._where} ({exc}).",
+                                           remedy=f"check remote_dir and that {self.user} may write there.",
+                                           host=self.host) from exc
+
+    @staticmethod
+    def _sftp_remove_quietly(sftp: Any, *paths: str) -> None:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                sftp.remove(path)
 
     def _put_file(self, sftp: Any, local: Path, remote: str) -> None:
         """Upload one file (a method of its own so tests can simulate a damaged transfer)."""
@@ -754,36 +800,50 @@ class JetsonSSHEngineBuilder(EngineBuilder):
     # ------------------------------------------------------------------ versions
 
     def probe_versions(self, client: Any | None = None) -> dict[str, str]:
-        """TensorRT, CUDA, L4T, JetPack, device model and hostname of the Jetson; 'unknown' when missing."""
+        """TensorRT, CUDA, L4T, JetPack, device model and hostname of the Jetson; 'unknown' when missing.
+
+        All probes run in one remote ``sh`` script (one round trip); each one's output and exit status
+        are framed by marker lines, and a failing probe only leaves its value 'unknown'.
+        """
         if client is None:
             with self._session() as session:
                 return self.probe_versions(session)
+        q = shlex.quote
+        probes = {
+            "l4t": f"cat {q(self._probe_path('/etc/nv_tegra_release'))}",
+            "jetpack_dpkg": "dpkg-query -W -f='${Version}' nvidia-jetpack",
+            "jetpack_file": f"cat {q(self._probe_path('/etc/nv_jetpack_release'))}",
+            "trtexec": f"{q(self.trtexec_path)} --help",
+            "nvcc": f"{q(self._probe_path(self.cuda_home + '/bin/nvcc'))} --version",
+            "cuda_json": f"cat {q(self._probe_path(self.cuda_home + '/version.json'))}",
+            "model": f"tr -d '\\000' < {q(self._probe_path('/proc/device-tree/model'))}",
+            "hostname": "hostname",
+        }
+        marker = f"@@LBZF-PROBE-{uuid.uuid4().hex[:8]}"
+        script = "".join(f"echo {marker} BEGIN {name}; ( {cmd} ) </dev/null 2>&1; rc=$?; echo; echo {marker} END {name} $rc; "
+                         for name, cmd in probes.items())
+        try:
+            _, out = self._run(client, f"sh -c {q(script)}", timeout=min(120.0, self.command_timeout_s))
+        except EngineBuildError:
+            out = ""
+        found: dict[str, tuple[int, str]] = {}
+        pattern = re.compile(rf"^{re.escape(marker)} BEGIN (\w+)\n(.*?)\n{re.escape(marker)} END \1 (\d+)$",
+                             re.S | re.M)
+        for m in pattern.finditer(out):
+            found[m.group(1)] = (int(m.group(3)), m.group(2).strip())
 
-        def attempt(command: str) -> str:
-            try:
-                rc, out = self._run(client, command, timeout=min(60.0, self.command_timeout_s))
-            except EngineBuildError:
-                return ""
-            return out.strip() if rc == 0 else ""
+        def ok(name: str) -> str:
+            rc, text = found.get(name, (1, ""))
+            return text if rc == 0 else ""
 
         versions = dict.fromkeys(VERSION_KEYS, UNKNOWN)
-        q = shlex.quote
-        versions["l4t"] = parse_l4t_release(attempt(f"cat {q(self._probe_path('/etc/nv_tegra_release'))}"))
-        jetpack = attempt("dpkg-query -W -f='${Version}' nvidia-jetpack")
-        if not jetpack:
-            jetpack = attempt(f"cat {q(self._probe_path('/etc/nv_jetpack_release'))}")
-        versions["jetpack"] = parse_jetpack_version(jetpack)
-        rc_out = ""
-        with contextlib.suppress(EngineBuildError):
-            _, rc_out = self._run(client, f"{q(self.trtexec_path)} --help", timeout=min(60.0, self.command_timeout_s))
-        versions["tensorrt"] = parse_trt_version(rc_out)
-        cuda = parse_cuda_version(attempt(f"{q(self._probe_path(self.cuda_home + '/bin/nvcc'))} --version"))
-        if cuda == UNKNOWN:
-            cuda = parse_cuda_version(attempt(f"cat {q(self._probe_path(self.cuda_home + '/version.json'))}"))
-        versions["cuda"] = cuda
-        model = attempt(f"tr -d '\\000' < {q(self._probe_path('/proc/device-tree/model'))}")
-        versions["device"] = model or UNKNOWN
-        versions["hostname"] = attempt("hostname") or UNKNOWN
+        versions["l4t"] = parse_l4t_release(ok("l4t"))
+        versions["jetpack"] = parse_jetpack_version(ok("jetpack_dpkg") or ok("jetpack_file"))
+        versions["tensorrt"] = parse_trt_version(found.get("trtexec", (1, ""))[1])  # --help may exit non-zero
+        cuda = parse_cuda_version(ok("nvcc"))
+        versions["cuda"] = cuda if cuda != UNKNOWN else parse_cuda_version(ok("cuda_json"))
+        versions["device"] = ok("model").replace("\x00", "") or UNKNOWN
+        versions["hostname"] = ok("hostname") or UNKNOWN
         return versions
 
     # ------------------------------------------------------------------ interface
@@ -807,6 +867,7 @@ class JetsonSSHEngineBuilder(EngineBuilder):
         onnx_path, out_dir = Path(onnx_path), Path(out_dir)
         _check_build_inputs(onnx_path, precision, int8_calib_cache, engine_name)
         onnx_sha = sha256_file(onnx_path)
+        calib_sha = sha256_file(int8_calib_cache) if precision == "int8" and int8_calib_cache else ""
         out_dir.mkdir(parents=True, exist_ok=True)
         rdir = self.effective_remote_dir
         r_onnx = posixpath.join(rdir, f"{engine_name}.onnx")
@@ -817,21 +878,25 @@ class JetsonSSHEngineBuilder(EngineBuilder):
         started = time.monotonic()
         with self._session() as client:
             versions = self.probe_versions(client)
-            self._run_ok(client, f"mkdir -p {q(rdir)} && rm -f -- {q(r_engine_tmp)} {q(r_onnx + '.tmp')}",
-                         f"preparing {rdir}")
             sftp = client.open_sftp()
             try:
-                self._put_file(sftp, onnx_path, r_onnx + ".tmp")
-                self._run_ok(client, f"mv -f -- {q(r_onnx + '.tmp')} {q(r_onnx)}", "renaming the uploaded ONNX")
-                (remote_onnx_sha,) = self._remote_sha256(client, r_onnx)
-                if remote_onnx_sha != onnx_sha:
-                    raise EngineBuildError(f"ONNX uploaded to {self._where}:{r_onnx} is damaged (sha256 "
-                                           f"{remote_onnx_sha} != local {onnx_sha}).",
-                                           remedy="retry; check free disk space on the device.", host=self.host)
+                self._sftp_makedirs(sftp, rdir)
+                self._sftp_remove_quietly(sftp, r_engine_tmp, r_onnx + ".tmp", r_calib + ".tmp")
+                # Upload under .tmp names, then rename into place and hash in one remote command.
+                uploads = [(onnx_path, r_onnx, onnx_sha)]
                 if precision == "int8":
                     assert int8_calib_cache is not None
-                    self._put_file(sftp, Path(int8_calib_cache), r_calib + ".tmp")
-                    self._run_ok(client, f"mv -f -- {q(r_calib + '.tmp')} {q(r_calib)}", "renaming the calib cache")
+                    uploads.append((Path(int8_calib_cache), r_calib, calib_sha))
+                for local, remote, _ in uploads:
+                    self._put_file(sftp, local, remote + ".tmp")
+                moves = " && ".join(f"mv -f -- {q(remote + '.tmp')} {q(remote)}" for _, remote, _ in uploads)
+                digests = self._remote_sha256(client, *(remote for _, remote, _ in uploads), before=moves,
+                                              what="placing the uploaded ONNX")
+                for local, remote, sha in uploads:
+                    if digests[remote] != sha:
+                        raise EngineBuildError(f"{local.name} uploaded to {self._where}:{remote} is damaged (sha256 "
+                                               f"{digests[remote]} != local {sha}).",
+                                               remedy="retry; check free disk space on the device.", host=self.host)
 
                 args = [self.trtexec_path, f"--onnx={r_onnx}", f"--saveEngine={r_engine_tmp}",
                         f"--memPoolSize=workspace:{int(workspace_mb)}"]
@@ -841,16 +906,18 @@ class JetsonSSHEngineBuilder(EngineBuilder):
                     args += ["--int8", "--fp16", f"--calib={r_calib}"]  # fp16 lets unquantisable layers fall back
                 command = " ".join(q(a) for a in args)
                 limit = max(1, int(self.command_timeout_s))
+                # coreutils `timeout` ends trtexec on the device too when the build overruns.
                 wrapped = (f"if command -v timeout >/dev/null 2>&1; then exec timeout -k 30 {limit} {command}; "
                            f"else exec {command}; fi")
                 rc, log = self._run(client, wrapped, timeout=self.command_timeout_s + 60)
                 if rc != 0:
-                    self._run(client, f"rm -f -- {q(r_engine_tmp)}", timeout=30)
-                    why = "timed out" if rc == 124 else f"failed (exit status {rc})"
+                    self._sftp_remove_quietly(sftp, r_engine_tmp)
+                    why = (f"timed out after {limit}s" if rc == 124 else f"failed (exit status {rc})")
                     raise EngineBuildError(
                         f"trtexec on {self._where} {why} building {engine_name} ({precision}) from {onnx_path.name}.",
                         remedy=("read the log tail; check the ONNX opset/shapes are supported by TensorRT "
-                                f"{versions.get('tensorrt', UNKNOWN)} on the device, and free memory/disk there."),
+                                f"{versions.get('tensorrt', UNKNOWN)} on the device, and free memory/disk there"
+                                + (", or raise command_timeout_s." if rc == 124 else ".")),
                         host=self.host, log_tail=_log_tail(log))
                 try:
                     size = sftp.stat(r_engine_tmp).st_size
@@ -860,8 +927,8 @@ class JetsonSSHEngineBuilder(EngineBuilder):
                     raise EngineBuildError(f"trtexec on {self._where} exited 0 but wrote no engine at {r_engine_tmp}.",
                                            remedy="read the log tail; check free disk space on the device.",
                                            host=self.host, log_tail=_log_tail(log))
-                self._run_ok(client, f"mv -f -- {q(r_engine_tmp)} {q(r_engine)}", "renaming the built engine")
-                (remote_sha,) = self._remote_sha256(client, r_engine)
+                remote_sha = self._remote_sha256(client, r_engine, before=f"mv -f -- {q(r_engine_tmp)} {q(r_engine)}",
+                                                 what="placing the built engine")[r_engine]
 
                 engine_path = out_dir / f"{engine_name}.engine"
                 fd, local_tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{engine_name}.", suffix=".engine.part")
@@ -888,9 +955,11 @@ class JetsonSSHEngineBuilder(EngineBuilder):
                                    onnx_sha256=onnx_sha, precision=precision, versions=versions,
                                    build_seconds=time.monotonic() - started, log_tail=_log_tail(log))
         sidecar = _engine_sidecar(engine_path)
-        _write_json_atomic(sidecar, _sidecar_data(
-            result, engine_name=engine_name, workspace_mb=workspace_mb, builder="jetson-ssh",
-            extra={"host": self.host, "remote_engine_path": r_engine, "trtexec_command": command}))
+        extra = {"host": self.host, "remote_engine_path": r_engine, "trtexec_command": command}
+        if calib_sha:
+            extra["int8_calib_cache_sha256"] = calib_sha
+        _write_json_atomic(sidecar, _sidecar_data(result, engine_name=engine_name, workspace_mb=workspace_mb,
+                                                  builder="jetson-ssh", extra=extra))
         result.metadata_path = sidecar
         return result
 
@@ -900,9 +969,12 @@ class JetsonSSHEngineBuilder(EngineBuilder):
                       check_compat: bool = True) -> EngineDeployResult:
         """Push an engine and its sidecar to ``remote_dir/<mode>/`` on the Jetson, atomically.
 
-        Upload under temporary names, verify the remote sha256, keep the current engine as
-        ``<name>.previous`` (sidecar as ``<name>.json.previous``), then ``mv`` into place. On any failure
-        before the ``mv`` the deployed engine is untouched and the temporaries are removed.
+        Refuses engines whose sidecar versions do not match the device (`check_engine_compatible`).
+        Uploads under temporary names, verifies the remote sha256, keeps the current engine as
+        ``<name>.previous`` (sidecar as ``<name>.json.previous``), then ``mv``s into place (rename(2):
+        readers see the old or the new engine, never a partial one). On any failure before the ``mv``
+        the deployed engine is untouched and the temporaries are removed. Deploying the engine that is
+        already there changes nothing (``changed=False``).
         """
         engine_path = Path(engine_path)
         if mode not in DEPLOY_MODES:
@@ -932,55 +1004,56 @@ class JetsonSSHEngineBuilder(EngineBuilder):
             device_versions = self.probe_versions(client)
             if check_compat:
                 check_engine_compatible(meta, device_versions)
-            self._run_ok(client, f"mkdir -p {q(dest_dir)}", f"creating {dest_dir}")
-            rc, out = self._run(client, f"test -f {q(dest)} && sha256sum -- {q(dest)}", timeout=600)
-            current_sha = out.split()[0].lstrip("\\") if rc == 0 and out.strip() else None
-            if current_sha == local_sha:
-                return EngineDeployResult(mode=mode, host=self.host, remote_path=dest, engine_sha256=local_sha,
-                                          changed=False, device_versions=device_versions)
             deployed_meta = dict(meta, deployed_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                  deploy_mode=mode, deployed_to=self.host, device_versions=device_versions)
-            with tempfile.TemporaryDirectory(prefix="lbzf-deploy-") as tdir:
-                local_meta = Path(tdir) / "meta.json"
-                local_meta.write_text(json.dumps(deployed_meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-                meta_sha = sha256_file(local_meta)
-                sftp = client.open_sftp()
-                try:
+            sftp = client.open_sftp()
+            try:
+                self._sftp_makedirs(sftp, dest_dir)
+                with tempfile.TemporaryDirectory(prefix="lbzf-deploy-") as tdir:
+                    local_meta = Path(tdir) / "meta.json"
+                    local_meta.write_text(json.dumps(deployed_meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                    meta_sha = sha256_file(local_meta)
                     try:
                         self._put_file(sftp, engine_path, tmp_engine)
                         self._put_file(sftp, local_meta, tmp_meta)
-                        remote_sha, remote_meta_sha = self._remote_sha256(client, tmp_engine, tmp_meta)
-                        if remote_sha != local_sha or remote_meta_sha != meta_sha:
+                        digests = self._remote_sha256(client, tmp_engine, tmp_meta, optional=(dest,),
+                                                      what=f"verifying the upload of {name}")
+                        if digests[tmp_engine] != local_sha or digests[tmp_meta] != meta_sha:
                             raise EngineBuildError(
                                 f"upload of {name} to {self._where}:{dest_dir} is damaged (remote sha256 "
-                                f"{remote_sha}, local {local_sha}); the deployed {mode} engine was left unchanged.",
-                                remedy="retry the deploy; check free disk space on the device and the network.",
-                                host=self.host)
+                                f"{digests[tmp_engine]}, local {local_sha}); the deployed {mode} engine was left "
+                                "unchanged.", remedy="retry the deploy; check free disk space on the device and "
+                                "the network.", host=self.host)
                     except BaseException:
-                        with contextlib.suppress(Exception):
-                            self._run(client, f"rm -f -- {q(tmp_engine)} {q(tmp_meta)}", timeout=30)
+                        self._sftp_remove_quietly(sftp, tmp_engine, tmp_meta)
                         raise
-                finally:
-                    sftp.close()
-            keep = (
-                "set -e; "
-                f"if [ -f {q(dest)} ]; then ln -f -- {q(dest)} {q(dest + '.previous')} 2>/dev/null "
-                f"|| {{ cp -p -- {q(dest)} {q(dest + '.previous.tmp')} && "
-                f"mv -f -- {q(dest + '.previous.tmp')} {q(dest + '.previous')}; }}; fi; "
-                f"if [ -f {q(dest_meta)} ]; then cp -p -- {q(dest_meta)} {q(dest_meta + '.previous.tmp')} && "
-                f"mv -f -- {q(dest_meta + '.previous.tmp')} {q(dest_meta + '.previous')}; fi; "
-                f"mv -f -- {q(tmp_engine)} {q(dest)}; mv -f -- {q(tmp_meta)} {q(dest_meta)}"
-            )
-            try:
-                self._run_ok(client, keep, f"swapping in {name} ({mode})")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self._run(client, f"rm -f -- {q(tmp_engine)} {q(tmp_meta)}", timeout=30)
-                raise
-            (final_sha,) = self._remote_sha256(client, dest)
+                current_sha = digests.get(dest)
+                if current_sha == local_sha:
+                    self._sftp_remove_quietly(sftp, tmp_engine, tmp_meta)
+                    return EngineDeployResult(mode=mode, host=self.host, remote_path=dest, engine_sha256=local_sha,
+                                              changed=False, device_versions=device_versions)
+                swap = (
+                    "set -e; "
+                    # keep the current engine (hard link: no copy, no window) and sidecar as .previous
+                    f"if [ -f {q(dest)} ]; then ln -f -- {q(dest)} {q(dest + '.previous')} 2>/dev/null "
+                    f"|| {{ cp -p -- {q(dest)} {q(dest + '.previous.tmp')} && "
+                    f"mv -f -- {q(dest + '.previous.tmp')} {q(dest + '.previous')}; }}; fi; "
+                    f"if [ -f {q(dest_meta)} ]; then cp -p -- {q(dest_meta)} {q(dest_meta + '.previous.tmp')} && "
+                    f"mv -f -- {q(dest_meta + '.previous.tmp')} {q(dest_meta + '.previous')}; fi; "
+                    f"mv -f -- {q(tmp_engine)} {q(dest)}; mv -f -- {q(tmp_meta)} {q(dest_meta)}"
+                )
+                try:
+                    final_sha = self._remote_sha256(client, dest, before=f"sh -c {q(swap)}",
+                                                    what=f"swapping in {name} ({mode})")[dest]
+                except BaseException:
+                    self._sftp_remove_quietly(sftp, tmp_engine, tmp_meta)
+                    raise
+            finally:
+                sftp.close()
             if final_sha != local_sha:
                 raise EngineBuildError(f"after the swap, {self._where}:{dest} has sha256 {final_sha}, expected "
-                                       f"{local_sha}.", remedy=f"roll back: mv {dest}.previous {dest}", host=self.host)
+                                       f"{local_sha}.", remedy=f"roll back on the device: mv {dest}.previous {dest}",
+                                       host=self.host)
         return EngineDeployResult(mode=mode, host=self.host, remote_path=dest, engine_sha256=local_sha, changed=True,
                                   previous_path=(dest + ".previous") if current_sha else None,
                                   previous_sha256=current_sha, device_versions=device_versions)

@@ -601,6 +601,26 @@ class _PushbackReader:
         return self._rest.read(size)
 
 
+class _ClientSlot:
+    """Holds a store's lazily made client and the settings it was made with.
+
+    A ``model_copy(update=...)`` shares the slot, so the client is rebuilt when the
+    endpoint or region differ; deep copies and pickles start empty (a boto3
+    client can be neither copied nor pickled)."""
+
+    __slots__ = ("client", "settings")
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.settings: tuple[str | None, str | None] | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _ClientSlot:
+        return _ClientSlot()
+
+    def __reduce__(self) -> tuple[type[_ClientSlot], tuple[()]]:
+        return (_ClientSlot, ())
+
+
 class S3ArtifactStore(ArtifactStore):
     """Artifacts in an S3 (or S3-compatible) bucket: ``s3://bucket/prefix/<key>``."""
 
@@ -611,19 +631,19 @@ class S3ArtifactStore(ArtifactStore):
     kms_key_id: str | None = None
     multipart_threshold_mb: int = 64
 
-    _client_cache: Any = PrivateAttr(default=None)
+    _client_slot: _ClientSlot = PrivateAttr(default_factory=lambda: _ClientSlot())
 
     # ---- client and key mapping
 
     def _get_client(self) -> Any:
         """The boto3 S3 client, created on first use and cached on the resource."""
-        client = self._client_cache
-        if client is None:
+        settings = (self.endpoint_url or None, self.region_name or None)
+        slot = self._client_slot
+        if slot.client is None or slot.settings != settings:
             with _CLIENT_LOCK:
-                if self._client_cache is None:
-                    self._client_cache = self._make_client()
-                client = self._client_cache
-        return client
+                if slot.client is None or slot.settings != settings:
+                    slot.client, slot.settings = self._make_client(), settings
+        return slot.client
 
     def _make_client(self) -> Any:
         global _SHARED_LOADER

@@ -14,7 +14,6 @@ written to the real /etc. There is no GPU and no TensorRT here.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -27,6 +26,7 @@ import pytest
 from pipeline.hashing import sha256_file
 from resources.engine_builder import (
     DEFAULT_UNAVAILABLE_REASON,
+    EngineBuilder,
     EngineBuildError,
     EngineBuildResult,
     EngineCompatibilityError,
@@ -363,8 +363,7 @@ def _deploy_dir(b: JetsonSSHEngineBuilder, mode: str) -> Path:
 def test_deploy_is_atomic_and_keeps_previous(builder, tmp_path, monkeypatch):
     a = builder.build(make_onnx(tmp_path / "a.onnx", "model A"), tmp_path / "a", engine_name="person")
     b = builder.build(make_onnx(tmp_path / "b.onnx", "model B"), tmp_path / "b", engine_name="person")
-    c = builder.build(make_onnx(tmp_path / "c.onnx", "model C"), tmp_path / "c", engine_name="person")
-    assert len({a.engine_sha256, b.engine_sha256, c.engine_sha256}) == 3
+    assert a.engine_sha256 != b.engine_sha256
     prod = _deploy_dir(builder, "production")
 
     first = builder.deploy_engine(a.engine_path, mode="production")
@@ -392,16 +391,16 @@ def test_deploy_is_atomic_and_keeps_previous(builder, tmp_path, monkeypatch):
     monkeypatch.setattr(JetsonSSHEngineBuilder, "_put_file", truncated_put)
     before = sorted(p.name for p in prod.iterdir())
     with pytest.raises(EngineBuildError, match="damaged") as err:
-        builder.deploy_engine(c.engine_path, mode="production")
+        builder.deploy_engine(a.engine_path, mode="production")  # roll forward to A again: damaged
     assert "left unchanged" in str(err.value)
     assert sha256_file(prod / "person.engine") == b.engine_sha256
     assert sha256_file(prod / "person.engine.previous") == a.engine_sha256
     assert sorted(p.name for p in prod.iterdir()) == before  # temporaries removed
     monkeypatch.undo()
 
-    shadow = builder.deploy_engine(c.engine_path, mode="shadow")
+    shadow = builder.deploy_engine(a.engine_path, mode="shadow")
     assert shadow.remote_path == str(_deploy_dir(builder, "shadow") / "person.engine")
-    assert sha256_file(_deploy_dir(builder, "shadow") / "person.engine") == c.engine_sha256
+    assert sha256_file(_deploy_dir(builder, "shadow") / "person.engine") == a.engine_sha256
     assert sha256_file(prod / "person.engine") == b.engine_sha256
 
 
@@ -467,12 +466,32 @@ def test_builders_are_dagster_resources(tmp_path):
     import dagster as dg
 
     @dg.asset
-    def probe(engine_builder: UnavailableEngineBuilder) -> dict:
+    def probe(engine_builder: EngineBuilder) -> dict:
         return {"ok": engine_builder.availability()[0]}
 
     result = dg.materialize([probe], resources={"engine_builder": UnavailableEngineBuilder()})
     assert result.success and result.output_for_node("probe") == {"ok": False}
-    with pytest.raises(TypeError):
-        from resources.engine_builder import EngineBuilder
+    with pytest.raises(TypeError, match="abstract"):
+        EngineBuilder()
 
-        EngineBuilder()  # abstract
+
+def test_local_trtexec_build_with_standin(fake_root, onnx_model, tmp_path, monkeypatch):
+    """The local ``trtexec`` path (subprocess, atomic write, sidecar), with the stand-in trtexec and the
+    GPU/TensorRT availability check stood in (there is neither here)."""
+    monkeypatch.setattr(LocalTensorRTEngineBuilder, "availability", lambda self: (True, "stood in"))
+    monkeypatch.setattr(LocalTensorRTEngineBuilder, "_versions", lambda self: {"tensorrt": "unknown", "cuda": "12.4"})
+    lb = LocalTensorRTEngineBuilder(use_trtexec=True, trtexec_path=str(fake_root / "usr/src/tensorrt/bin/trtexec"))
+    out = tmp_path / "out"
+    result = lb.build(onnx_model, out, engine_name="local")
+    assert result.status == "built" and result.engine_path == out / "local.engine"
+    assert result.engine_path.read_bytes() == expected_engine(onnx_model, "fp16")
+    assert result.versions["tensorrt"] == "8.6.2"  # read from trtexec's log
+    meta = json.loads((out / "local.engine.json").read_text())
+    assert meta["engine_sha256"] == sha256_file(result.engine_path) and meta["builder"] == "local-trtexec"
+    assert sorted(p.name for p in out.iterdir()) == ["local.engine", "local.engine.json"]
+
+    bad = make_onnx(tmp_path / "bad.onnx", doc=FAIL_MARKER.decode())
+    with pytest.raises(EngineBuildError, match="exit status 1") as err:
+        lb.build(bad, out, engine_name="bad")
+    assert "LbzfBogusOp" in err.value.log_tail
+    assert sorted(p.name for p in out.iterdir()) == ["local.engine", "local.engine.json"]  # no partial files

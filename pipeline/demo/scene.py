@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 _TRUTH = Path(__file__).with_name("ground_truth.json")
-MIN_VISIBLE_FRACTION = 0.2  # a person cut down to less than this share of their box is not labelled
+MIN_VISIBLE_FRACTION = 0.2  # a person cut down to less than this share of their box is not labelled,
+MIN_FRAME_SHARE = 0.08  # unless what is visible still fills this share of the frame
 MIN_BOX_PX = 6.0
 
 
@@ -113,7 +114,8 @@ def boxes_in_view(photo: Photo, view: View, out_w: int, out_h: int) -> list[tupl
         cy1, cy2 = max(0.0, ys[0]), min(float(out_h), ys[1])
         if cx2 - cx1 < MIN_BOX_PX or cy2 - cy1 < MIN_BOX_PX:
             continue
-        if (cx2 - cx1) * (cy2 - cy1) < MIN_VISIBLE_FRACTION * full:
-            continue
+        visible = (cx2 - cx1) * (cy2 - cy1)
+        if visible < MIN_VISIBLE_FRACTION * full and visible < MIN_FRAME_SHARE * out_w * out_h:
+            continue  # a sliver of someone at the edge: annotators leave it
         result.append((cx1, cy1, cx2, cy2))
     return result
