@@ -1,16 +1,13 @@
 """The camera rolling buffer: frames per clip (1 / 30 s) and the monthly hard-example sample."""
 
 import json
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from assets.common import extract_to_store, md_table, read_parquet, write_parquet
+from assets.common import extract_to_store, md_table, read_parquet, write_package, write_parquet
 from assets.partitions import buffer_clip_partitions, monthly_partitions
 from pipeline import keys
-from pipeline.cvat import write_task_package
 from pipeline.frames import probe_video
 from pipeline.hard_examples import HardExampleConfig, attach_clips, clip_table, sample
 from pipeline.sampling import buffer_targets
@@ -91,15 +88,8 @@ def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
     if len(frames):
         write_parquet(store, f"frames/hard/{month}/manifest.parquet", frames)
     write_parquet(store, f"{prefix}hard_examples.parquet", chosen)
-    package = {}
-    if len(frames):
-        with tempfile.TemporaryDirectory(prefix="lbzf-package-") as tmp:
-            local = []
-            for key in frames["frame_key"]:
-                local.append((key, Path(tmp) / keys.package_file_name(key)))
-                store.download_file(key, local[-1][1])
-            package = write_task_package(local, Path(tmp) / "task.zip", task=f"hard_examples_{month}")
-            store.upload_file(Path(package["zip_path"]), f"{prefix}cvat_task_package.zip")
+    package = write_package(store, frames["frame_key"].tolist() if len(frames) else [], f"hard_examples_{month}",
+                            f"{prefix}cvat_task_package.zip")
     store.write_bytes(f"{prefix}sample.json", json.dumps({**info, "month": month}, indent=2).encode())
     per_camera_day = chosen.groupby(["camera", "day"]).size().rename("frames").reset_index() if len(chosen) else \
         pd.DataFrame()

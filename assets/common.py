@@ -53,3 +53,21 @@ def load_frame_manifests(store: ArtifactStore, prefix: str = "frames/") -> pd.Da
     """Every extracted frame the store knows of (all `manifest.parquet` under `prefix`)."""
     tables = [read_parquet(store, info.key) for info in store.list_keys(prefix) if info.key.endswith("manifest.parquet")]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FRAME_COLUMNS)
+
+
+def write_package(store: ArtifactStore, frame_keys: list[str], task: str, package_key: str) -> dict:
+    """A CVAT task package (images + manifest.csv) for `frame_keys`, stored at `package_key`; the
+    manifest records what was sent so the returning export can be reconciled."""
+    from pipeline.cvat import write_task_package
+    from pipeline.keys import package_file_name
+
+    if not frame_keys:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="lbzf-package-") as tmp:
+        local = []
+        for key in frame_keys:
+            local.append((key, Path(tmp) / package_file_name(key)))
+            store.download_file(key, local[-1][1])
+        package = write_task_package(local, Path(tmp) / "package.zip", task=task)
+        store.upload_file(Path(package["zip_path"]), package_key)
+    return package

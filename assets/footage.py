@@ -5,7 +5,8 @@ import io
 import dagster as dg
 import pandas as pd
 
-from assets.common import FRAME_COLUMNS, extract_to_store, md_table, read_parquet, write_parquet
+from assets.common import FRAME_COLUMNS, extract_to_store, md_table, write_package, write_parquet
+from assets.plots import contact_sheet
 from assets.partitions import video_partitions
 from pipeline import keys
 from pipeline.errors import PipelineInputError
@@ -72,10 +73,12 @@ def video_frames(context: dg.AssetExecutionContext, config: FramesConfig, store:
     table = extract_to_store(store, row["key"], every_n_seconds(info.usable_duration_s, config.step_s), source="ops",
                              video_id=video_id, frame_prefix=f"frames/ops/{video_id}/")
     manifest_sha = write_parquet(store, keys.frames_manifest_key("ops", video_id), table)
+    sheet = contact_sheet(store, table["frame_key"].tolist())
     return dg.MaterializeResult(metadata={
         "frames": len(table), "duration_s": round(info.usable_duration_s, 3), "video_sha256": table["video_sha256"].iloc[0],
         "first_ts_s": float(table["actual_s"].min()), "last_ts_s": float(table["actual_s"].max()),
         "manifest_sha256": manifest_sha, "manifest_uri": store.uri(keys.frames_manifest_key("ops", video_id)),
+        "contact_sheet": sheet,
     })
 
 
@@ -129,11 +132,14 @@ def stage_a_sample(context: dg.AssetExecutionContext, config: StageASampleConfig
     digest = write_parquet(store, "frames/stage_a/manifest.parquet", frames)
     window_table = pd.DataFrame(windows)
     write_parquet(store, "frames/stage_a/windows.parquet", window_table)
+    package = write_package(store, frames["frame_key"].tolist(), "stage_a", "annotations/packages/stage_a.zip")
     short = [op for op, n in chosen.groupby("operation").size().items() if n < config.per_category]
     if short:
         context.log.warning(f"operations with fewer than {config.per_category} videos: {short}")
     return dg.MaterializeResult(metadata={
         "videos": len(chosen), "frames": len(frames), "operations": int(chosen["operation"].nunique()),
         "short_operations": ", ".join(short) or "none", "windows": md_table(window_table),
-        "manifest_sha256": digest, "seed": config.seed,
+        "manifest_sha256": digest, "seed": config.seed, "cvat_package_uri": store.uri("annotations/packages/stage_a.zip"),
+        "cvat_package_sha256": package.get("zip_sha256", ""),
+        "contact_sheet": contact_sheet(store, frames["frame_key"].tolist()),
     })

@@ -1,6 +1,8 @@
 """Labels and split: CVAT exports in, annotator agreement, leak-free split, YOLO dataset out."""
 
+import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +15,8 @@ from pipeline.agreement import box_agreement
 from pipeline.cvat import LabelMapping, read_export
 from pipeline.errors import AnnotationError
 from pipeline.hashing import sha256_bytes
-from pipeline.split import DEPLOYMENT_TEST, SplitConfig, assign_splits, leaks, ratio_report, split_csv
+from pipeline.split import (DEPLOYMENT_TEST, SplitConfig, assign_splits, frame_splits, leaks, ratio_report,
+                            split_csv)
 from pipeline.yolo_dataset import dataset_yaml, files_under, write_yolo_dataset
 from resources.storage import ArtifactStore
 
@@ -151,10 +154,11 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
     units = pd.concat([videos, photos.assign(operation="plant photo", camera="photo",
                                              recorded_day=photos["video_id"], post_install=False)], ignore_index=True)
     assignment = assign_splits(units, settings)
-    table = frames.merge(assignment, on="video_id", how="left")
+    table = frame_splits(frames, assignment)
     data, digest = split_csv(table)
     store.write_if_absent_or_same(split_key(), data)
     write_parquet(store, f"{keys.dataset_prefix(DATA_VERSION)}split_assignment.parquet", assignment)
+    store.write_bytes(f"{keys.dataset_prefix(DATA_VERSION)}split_config.json", json.dumps(asdict(settings)).encode())
     per_split = table.groupby("split").agg(frames=("frame_key", "size"), videos=("video_id", "nunique"),
                                            operations=("operation", "nunique")).reset_index()
     return dg.MaterializeResult(metadata={
@@ -182,8 +186,11 @@ def split_has_no_leaks(store: ArtifactStore) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=dataset_split, blocking=True, description="Group shares within tolerance of 70/15/15")
 def split_ratios_within_tolerance(store: ArtifactStore) -> dg.AssetCheckResult:
-    assignment = read_parquet(store, f"{keys.dataset_prefix(DATA_VERSION)}split_assignment.parquet")
-    report = ratio_report(assignment, SplitConfig())
+    prefix = keys.dataset_prefix(DATA_VERSION)
+    assignment = read_parquet(store, f"{prefix}split_assignment.parquet")
+    settings = json.loads(store.read_bytes(f"{prefix}split_config.json"))
+    report = ratio_report(assignment, SplitConfig(tuple(settings["ratios"]), settings["seed"],
+                                                  settings["by_camera_day"], settings["ratio_tolerance"]))
     return dg.AssetCheckResult(passed=bool(report["within_tolerance"].all()), metadata={"ratios": md_table(report)})
 
 

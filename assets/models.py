@@ -165,7 +165,7 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
         why = "gate: " + report["gate"]["outcome"] if gate_says else "forced by config (gate: " + \
             report["gate"]["outcome"] + ")"
         work = Path(tempfile.mkdtemp(prefix="lbzf-train-"))
-        run_dir = _run_dir(store, context)
+        run_dir = _run_dir()
         data_yaml = _materialize_dataset(store, work / "dataset")
         with tempfile.TemporaryDirectory(prefix="lbzf-weights-") as cache:
             weights = base_weights.resolve(store, Path(cache))
@@ -192,7 +192,7 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
                                                                       "pointer_sha256": sha256_bytes(data)})
 
 
-def _run_dir(store: ArtifactStore, context: dg.AssetExecutionContext) -> Path:
+def _run_dir() -> Path:
     """A stable local training folder per model version, so a re-run resumes an interrupted run."""
     import os
 

@@ -59,3 +59,27 @@ def recall_by_operation(table: pd.DataFrame, n_boot: int = 500, seed: int = 0) -
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("per-frame recall @ IoU 0.5")
     return _png_md(fig, "recall by operation")
+
+
+def contact_sheet(store, frame_keys: list[str], columns: int = 8, thumb_width: int = 160,
+                  max_frames: int = 48) -> dg.MetadataValue:
+    """Thumbnails of sampled frames, labelled with their key's last two parts."""
+    import cv2
+
+    tiles = []
+    for key in frame_keys[:max_frames]:
+        image = cv2.imdecode(np.frombuffer(store.read_bytes(key), np.uint8), cv2.IMREAD_COLOR)
+        scale = thumb_width / image.shape[1]
+        thumb = cv2.resize(image, (thumb_width, int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        label = "/".join(key.split("/")[-2:])
+        cv2.putText(thumb, label[-26:], (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(thumb)
+    if not tiles:
+        return dg.MetadataValue.md("(no frames)")
+    height = max(t.shape[0] for t in tiles)
+    tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT) for t in tiles]
+    while len(tiles) % columns:
+        tiles.append(np.zeros_like(tiles[0]))
+    sheet = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
+    ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return dg.MetadataValue.md(f"![contact sheet](data:image/jpeg;base64,{base64.b64encode(jpeg.tobytes()).decode()})")

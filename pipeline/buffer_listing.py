@@ -49,18 +49,20 @@ def _is_day(name: str) -> bool:
         return False
 
 
-def scan(cursor: BufferCursor, list_prefixes: Callable[[str], list[str]],
+def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]],
          list_objects: Callable[[str], Iterable[tuple[str, int, str]]], *,
          overlap_days: int = 1) -> tuple[list[StableClip], BufferCursor]:
-    """One tick: (stable clips not yet reported, new cursor). `list_prefixes(p)` returns immediate
-    sub-prefixes ending in '/'; `list_objects(p)` yields (key, size, etag) under p."""
+    """One tick: (stable clips not yet reported, new cursor). `list_prefixes(p, start_after=None)`
+    returns immediate sub-prefixes ending in '/' (with `start_after`, only those holding a key after
+    it, as ArtifactStore.list_prefixes); `list_objects(p)` yields (key, size, etag) under p."""
     since = None
     if cursor.newest_day:
         since = (date.fromisoformat(cursor.newest_day) - timedelta(days=overlap_days)).isoformat()
     cameras = [p for p in list_prefixes(BUFFER_PREFIX) if p != f"{BUFFER_PREFIX}quality/"]
     day_prefixes = []
     for camera_prefix in cameras:
-        for day_prefix in list_prefixes(camera_prefix):
+        # days before the window are skipped by the listing itself, so they cost nothing per tick
+        for day_prefix in list_prefixes(camera_prefix, start_after=f"{camera_prefix}{since}" if since else None):
             day = day_prefix.rstrip("/").rsplit("/", 1)[-1]
             if _is_day(day) and (since is None or day >= since):
                 day_prefixes.append((day, day_prefix))
@@ -82,8 +84,8 @@ def scan(cursor: BufferCursor, list_prefixes: Callable[[str], list[str]],
                     day_seen[key] = [size, etag, True]
             else:
                 day_seen[key] = [size, etag, False]  # new or still changing: look again next tick
-        for key in set(day_seen) - present:  # expired out of the buffer
-            del day_seen[key]
+        for key in [k for k in day_seen if k.startswith(prefix) and k not in present]:
+            del day_seen[key]  # expired out of the buffer (only this camera's day was listed)
         newest = max(newest or day, day)
     new_since = (date.fromisoformat(newest) - timedelta(days=overlap_days)).isoformat() if newest else None
     seen = {d: v for d, v in seen.items() if v and (new_since is None or d >= new_since)}

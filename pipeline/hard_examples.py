@@ -27,7 +27,12 @@ def clip_table(keys: list[str]) -> pd.DataFrame:
         if parts is None:
             continue
         camera, day, name = parts
-        start = pd.Timestamp(f"{day} {name[:2]}:{name[2:4]}:{name[4:6]}", tz="UTC")
+        try:  # a stray file such as `notes.mp4` or `clip-1.mp4` is not a clip: skip it, do not fail the month
+            if len(name) != len("HHMMSS.mp4") or not name[:6].isdigit():
+                raise ValueError(name)
+            start = pd.Timestamp(f"{day} {name[:2]}:{name[2:4]}:{name[4:6]}", tz="UTC")
+        except ValueError:
+            continue
         rows.append({"camera": camera, "day": day, "key": key, "start": start})
     return pd.DataFrame(rows, columns=["camera", "day", "key", "start"])
 

@@ -50,9 +50,10 @@ def _groups(units: pd.DataFrame, by_camera_day: bool) -> pd.Series:
             else:
                 first[value] = i
     roots = [find(i) for i in range(len(units))]
+    video_ids = units["video_id"].astype(str).to_numpy()
     names: dict[int, str] = {}
     for i, root in enumerate(roots):
-        names.setdefault(root, str(units["video_id"].iloc[i]))
+        names.setdefault(root, video_ids[i])
     return pd.Series([f"g:{names[r]}" for r in roots], index=units.index)
 
 
@@ -108,11 +109,39 @@ def assign_splits(units: pd.DataFrame, config: SplitConfig = SplitConfig()) -> p
     return units
 
 
+def frame_splits(frames: pd.DataFrame, assignment: pd.DataFrame) -> pd.DataFrame:
+    """The per-frame table: every frame (frame_key, video_id, ...) with its video's assignment
+    (operation, camera, recorded_day, post_install, group, split). The assignment is the authority
+    for the columns both tables hold. A frame whose video has no assignment is an error (it would
+    otherwise land in no split and fail much later, when the dataset is written)."""
+    index = pd.Index(assignment["video_id"])
+    if not index.is_unique:
+        raise SplitError("split assignment", "video_id", index[index.duplicated()][:5].tolist(),
+                         "give every video and photo a unique video_id", problem="duplicate video id")
+    position = index.get_indexer(frames["video_id"])  # a hash lookup: one pass over the frames
+    unassigned = position < 0
+    if unassigned.any():
+        videos = sorted(frames.loc[unassigned, "video_id"].astype(str).unique())
+        raise SplitError("video manifest", "video_id", videos[:5],
+                         f"{len(videos)} video(s) of {int(unassigned.sum())} labelled frame(s) are not in the "
+                         "manifest (raw/videos/manifest.csv); add them or drop their frames",
+                         problem="frames without a split")
+    shared = [c for c in assignment.columns if c in frames.columns and c != "video_id"]
+    per_frame = assignment.drop(columns="video_id").iloc[position].reset_index(drop=True)
+    return pd.concat([frames.drop(columns=shared).reset_index(drop=True), per_frame], axis=1)
+
+
 def leaks(frames: pd.DataFrame, columns: tuple[str, ...] = ("video_id",)) -> pd.DataFrame:
     """Values of `columns` (e.g. a video, or camera+day) that appear in more than one split."""
-    key = frames[list(columns)].astype(str).agg("|".join, axis=1)
-    spread = frames.assign(_key=key).groupby("_key")["split"].nunique()
-    return spread[spread > 1].rename("n_splits").reset_index().rename(columns={"_key": "|".join(columns)})
+    name = "|".join(columns)
+    keys = [frames[c].astype(str).rename(c) for c in columns]
+    spread = frames["split"].groupby(keys, sort=True, dropna=False).nunique()
+    spread = spread[spread > 1]
+    if len(columns) == 1:
+        key = spread.index.astype(str)
+    else:
+        key = pd.Index(["|".join(values) for values in spread.index])
+    return pd.DataFrame({name: key, "n_splits": spread.to_numpy()})
 
 
 def ratio_report(assignment: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:

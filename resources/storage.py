@@ -312,13 +312,16 @@ class ArtifactStore(dg.ConfigurableResource, abc.ABC):
         """
 
     @abc.abstractmethod
-    def list_prefixes(self, prefix: str = "") -> list[str]:
+    def list_prefixes(self, prefix: str = "", start_after: str | None = None) -> list[str]:
         """The immediate "sub-folders" under ``prefix`` (delimiter ``'/'``), sorted.
 
         Each entry is a full prefix ending with ``'/'``: ``list_prefixes('buffer/cam1/')``
         gives ``['buffer/cam1/2026-07-01/', ...]``.  Objects directly under
         ``prefix`` are not included; a folder appears only when it holds at least
-        one object (S3 has no empty folders).
+        one object (S3 has no empty folders).  With ``start_after`` only folders
+        holding a key strictly greater than it are returned (S3's ``StartAfter``):
+        ``start_after='buffer/cam1/2026-07-02'`` skips the earlier days without
+        reading them and keeps ``buffer/cam1/2026-07-02/``.
         """
 
     @abc.abstractmethod
@@ -498,8 +501,10 @@ class LocalArtifactStore(ArtifactStore):
                 return True
         return False
 
-    def list_prefixes(self, prefix: str = "") -> list[str]:
+    def list_prefixes(self, prefix: str = "", start_after: str | None = None) -> list[str]:
         prefix = validate_prefix(prefix)
+        if start_after is not None:
+            validate_prefix(start_after)
         base_rel, _, partial = prefix.rpartition("/")
         base = self._root().joinpath(*base_rel.split("/")) if base_rel else self._root()
         if not base.is_dir():
@@ -508,8 +513,15 @@ class LocalArtifactStore(ArtifactStore):
         out = []
         with os.scandir(base) as entries:
             for entry in entries:
-                if entry.name.startswith(partial) and entry.is_dir() and self._has_object(Path(entry.path)):
-                    out.append(f"{head}{entry.name}/")
+                if not entry.name.startswith(partial):
+                    continue
+                folder = f"{head}{entry.name}/"
+                if start_after is not None and folder <= start_after:
+                    # skipped unread, unless start_after points inside this folder (as S3's StartAfter)
+                    if not start_after.startswith(folder) or next(self.list_keys(folder, start_after), None) is None:
+                        continue
+                if entry.is_dir() and self._has_object(Path(entry.path)):
+                    out.append(folder)
         return sorted(out)
 
     @contextlib.contextmanager
@@ -784,12 +796,15 @@ class S3ArtifactStore(ArtifactStore):
                     last_modified=_utc(item["LastModified"]),
                 )
 
-    def list_prefixes(self, prefix: str = "") -> list[str]:
+    def list_prefixes(self, prefix: str = "", start_after: str | None = None) -> list[str]:
         prefix = validate_prefix(prefix)
         root = self._root_prefix()
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": root + prefix, "Delimiter": "/"}
+        if start_after is not None:
+            args["StartAfter"] = root + validate_prefix(start_after)
         paginator = self._get_client().get_paginator("list_objects_v2")
         out: list[str] = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix, Delimiter="/"):
+        for page in paginator.paginate(**args):
             out.extend(entry["Prefix"][len(root):] for entry in page.get("CommonPrefixes", []))
         return sorted(out)
 

@@ -1,0 +1,160 @@
+"""The whole demo graph once, end to end through Dagster (the small demo configuration).
+
+Real work on real bytes: H.264 videos decoded, JPEGs written, CVAT exports imported, a model trained
+on CPU, ONNX exported and run. Takes a few minutes; everything below reads what that run left.
+"""
+import io
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.hashing import sha256_bytes, sha256_file
+
+pytestmark = pytest.mark.slow
+SOURCES = ("raw", "buffer", "annotations/incoming")
+
+
+def _source_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): sha256_file(p) for s in SOURCES for p in sorted((root / s).rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo")
+    saved = {k: os.environ.get(k) for k in ("LBZF_STORAGE_ROOT", "DAGSTER_HOME", "LBZF_TRAIN_DIR")}
+    os.environ.update({"LBZF_STORAGE_ROOT": str(home / "store"), "DAGSTER_HOME": str(home / "dagster_home"),
+                       "LBZF_TRAIN_DIR": str(home / "train_runs")})
+    try:
+        from pipeline.demo.generate import SMALL, generate_demo
+        from pipeline.demo.run import run_demo
+
+        generate_demo(home / "store", SMALL)
+        before = _source_hashes(home / "store")
+        summary = run_demo(home, small=True)
+        after = _source_hashes(home / "store")
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+        yield {"home": home, "store": home / "store", "summary": summary, "before": before, "after": after,
+               "instance": instance}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _metadata(instance, key: str) -> dict:
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey(key))
+    assert event is not None, f"{key} was not materialized"
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_source_footage_and_exports_are_never_modified(demo):
+    assert demo["before"] and demo["before"] == demo["after"]
+
+
+def test_frames_have_exact_timestamps_and_hashes(demo):
+    manifest = pd.read_parquet(demo["store"] / "frames/ops/op_collar_01/manifest.parquet")
+    assert list(manifest["target_s"]) == [float(2 * i) for i in range(len(manifest))]
+    assert (manifest["actual_s"] == manifest["target_s"]).all()  # constant 5 fps: targets fall on frames
+    for row in manifest.head(3).itertuples():
+        assert sha256_file(demo["store"] / row.frame_key) == row.jpeg_sha256
+    meta = _metadata(demo["instance"], "stage_a_sample")
+    assert meta["videos"] == 21 and meta["operations"] == 7
+
+
+def test_agreement_and_split_checks_passed(demo):
+    results = {}
+    import dagster as dg
+
+    for asset, check in [("annotations", "annotator_agreement"), ("dataset_split", "split_has_no_leaks"),
+                         ("dataset_split", "split_ratios_within_tolerance"), ("onnx_model", "onnx_parity")]:
+        records = demo["instance"].event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1)
+        assert records, check
+        evaluation = records[0].event.dagster_event.event_specific_data
+        results[check] = evaluation.passed
+    assert results == {k: True for k in results}, results
+
+
+def test_split_csv_is_hashed_and_leak_free(demo):
+    store = demo["store"]
+    data = (store / "datasets/lbzf_person_v0/dataset_split_v0.csv").read_bytes()
+    meta = _metadata(demo["instance"], "dataset_split")
+    assert meta["split_sha256"] == sha256_bytes(data)
+    table = pd.read_csv(io.BytesIO(data))
+    assert (table.groupby("video_id")["split"].nunique() == 1).all()
+    assert set(table["split"]) == {"train", "val", "test", "deployment_test"}
+    assert (table.loc[table["video_id"].str.startswith("line_"), "split"] == "deployment_test").all()
+
+
+def test_dataset_yaml_is_ultralytics_readable_and_versioned(demo):
+    store = demo["store"]
+    doc = yaml.safe_load((store / "datasets/lbzf_person_v0/lbzf_person_v0.yaml").read_text())
+    assert doc["names"] == {0: "person"} and doc["train"] == "images/train"
+    split_sha = sha256_bytes((store / "datasets/lbzf_person_v0/dataset_split_v0.csv").read_bytes())
+    assert doc["lbzf_split_sha256"] == split_sha
+    images = {p.stem for p in (store / "datasets/lbzf_person_v0/images/train").glob("*.jpg")}
+    labels = {p.stem for p in (store / "datasets/lbzf_person_v0/labels/train").glob("*.txt")}
+    assert images and images == labels
+
+
+def test_stage_a_reports_untrained_baseline_loudly_and_decides(demo):
+    report = json.loads((demo["store"] / "reports/stage_a/stage_a_report.json").read_text())
+    assert report["weights"]["untrained"] is True
+    assert report["warning"] == "baseline is untrained: not a Stage A measurement"
+    assert report["gate"]["outcome"] in {"fine_tune", "inconclusive", "skip_fine_tuning"}
+    assert report["ci"]["n_clusters"] >= 10 and report["ci"]["seed"] == 0
+    meta = _metadata(demo["instance"], "stage_a_baseline")
+    assert meta["WARNING"] == "baseline is untrained: not a Stage A measurement"
+    assert meta["official_coco_weights"] is False
+
+
+def test_stage_b_model_eval_and_selection(demo):
+    store = demo["store"]
+    model = store / "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt"
+    meta = _metadata(demo["instance"], "stage_b_model")
+    assert meta["sha256"] == sha256_file(model)
+    evaluation = json.loads((store / "models/yolov8n_lbzf_v0/eval_v0.json").read_text())
+    assert evaluation["model_sha256"] == meta["sha256"]
+    for split in ("val", "test", "deployment_test"):
+        entry = evaluation["splits"][split]
+        assert 0.0 <= entry["map50"] <= 1.0 and entry["n_frames"] > 0 and "per_frame" in entry
+    selected = json.loads((store / "models/selected_model.json").read_text())
+    assert selected["model"] == "yolov8n_lbzf_v0" and selected["sha256"] == meta["sha256"]
+
+
+def test_onnx_exported_checked_and_runs(demo):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    path = demo["store"] / "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.onnx"
+    onnx.checker.check_model(onnx.load(str(path)))
+    meta = _metadata(demo["instance"], "onnx_model")
+    assert meta["onnx_sha256"] == sha256_file(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"images": np.zeros((1, 3, 320, 320), np.float32)})
+    assert out.shape[:2] == (1, 5)
+
+
+def test_engine_reports_why_it_did_not_build(demo):
+    meta = _metadata(demo["instance"], "tensorrt_engine")
+    assert meta["status"] == "unavailable" and "TensorRT" in meta["reason"]
+
+
+def test_buffer_frames_and_hard_examples(demo):
+    store = demo["store"]
+    assert len(list((store / "frames/buffer").rglob("manifest.parquet"))) == 8
+    sample = json.loads((store / "retraining/2026-07/sample.json").read_text())
+    assert 0 < sample["taken"] <= 200 and sample["seed"] == 0
+    assert (store / "retraining/2026-07/cvat_task_package.zip").exists()

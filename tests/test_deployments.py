@@ -1,0 +1,89 @@
+"""Deployments: one place chooses resources; local and prod both load and validate."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.deployments import resources_for
+from pipeline.errors import PipelineInputError
+from resources.engine_builder import JetsonSSHEngineBuilder, UnavailableEngineBuilder
+from resources.storage import LocalArtifactStore, S3ArtifactStore
+
+REPO = Path(__file__).resolve().parents[1]
+PROD_ENV = {
+    "DAGSTER_DEPLOYMENT": "prod",
+    "LBZF_S3_BUCKET": "lbzf-artifacts-placeholder",
+    "LBZF_S3_PREFIX": "pipeline",
+    "LBZF_S3_KMS_KEY_ID": "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-0000-0000-000000000000",
+    "LBZF_JETSON_HOST": "jetson-line1.example.internal",
+    "LBZF_JETSON_USER": "lbzf",
+    "LBZF_JETSON_KNOWN_HOSTS": "/etc/lbzf/known_hosts",
+    "LBZF_BASE_WEIGHTS": "models/base/yolov8n.pt",
+}
+
+
+def test_local_deployment_uses_a_directory_and_no_engine_builder_here(tmp_path):
+    resources = resources_for(env={"LBZF_STORAGE_ROOT": str(tmp_path / "store")})
+    assert isinstance(resources["store"], LocalArtifactStore)
+    assert resources["store"].root == str((tmp_path / "store").resolve())
+    builder = resources["engine_builder"]
+    assert isinstance(builder, UnavailableEngineBuilder)  # no TensorRT and no GPU on this machine
+    available, reason = builder.availability()
+    assert not available and "TensorRT" in reason
+    assert resources["base_weights"].allow_untrained is True
+
+
+def test_prod_deployment_loads_with_placeholder_environment():
+    resources = resources_for(env=PROD_ENV)
+    store = resources["store"]
+    assert isinstance(store, S3ArtifactStore)
+    assert store.bucket == PROD_ENV["LBZF_S3_BUCKET"] and store.kms_key_id == PROD_ENV["LBZF_S3_KMS_KEY_ID"]
+    assert store.uri("models/x.pt") == "s3://lbzf-artifacts-placeholder/pipeline/models/x.pt"
+    builder = resources["engine_builder"]
+    assert isinstance(builder, JetsonSSHEngineBuilder) and builder.host == PROD_ENV["LBZF_JETSON_HOST"]
+    assert resources["base_weights"].allow_untrained is False  # production never falls back silently
+
+
+@pytest.mark.parametrize("missing", ["LBZF_S3_BUCKET", "LBZF_S3_KMS_KEY_ID", "LBZF_JETSON_HOST"])
+def test_prod_names_the_missing_setting(missing):
+    env = {k: v for k, v in PROD_ENV.items() if k != missing}
+    with pytest.raises(PipelineInputError) as error:
+        resources_for(env=env)
+    assert missing in str(error.value) and "Remedy" in str(error.value)
+
+
+def test_unknown_deployment_is_rejected():
+    with pytest.raises(PipelineInputError, match="DAGSTER_DEPLOYMENT.*staging"):
+        resources_for(env={"DAGSTER_DEPLOYMENT": "staging"})
+
+
+@pytest.mark.parametrize("deployment", ["local", "prod"])
+def test_dagster_definitions_validate(deployment, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LBZF_", "DAGSTER_"))}
+    env.update({"DAGSTER_HOME": str(tmp_path), "LBZF_STORAGE_ROOT": str(tmp_path / "store")})
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    if deployment == "prod":
+        env.update(PROD_ENV)
+    dagster = Path(sys.executable).with_name("dagster")
+    result = subprocess.run([str(dagster), "definitions", "validate"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_definitions_hold_the_whole_graph():
+    from pipeline.definitions import build_definitions
+
+    defs = build_definitions("local", env={})
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for name in ["operation_videos", "video_manifest", "video_frames", "plant_photo_frames", "stage_a_sample",
+                 "annotations", "dataset_split", "yolo_dataset", "stage_a_baseline", "stage_b_model",
+                 "selected_model", "evaluation", "onnx_model", "tensorrt_engine", "buffer_frames", "hard_examples"]:
+        assert name in keys, name
+    checks = {c.name for c in graph.asset_check_keys}
+    assert {"annotator_agreement", "split_has_no_leaks", "split_ratios_within_tolerance", "onnx_parity"} <= checks
+    assert defs.resolve_schedule_def("monthly_retraining_job_schedule") is not None
+    assert {s.name for s in defs.sensors} == {"buffer_footage_sensor", "annotation_exports_sensor"}
