@@ -37,24 +37,57 @@ def clip_table(keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["camera", "day", "key", "start"])
 
 
+ATTACHED_COLUMNS = ["camera", "ts", "quality", "model_version", "day", "clip_key", "offset_s"]
+
+
+def _as_utc(values: pd.Series) -> pd.Series:
+    """Timestamps in UTC; naive ones are taken to be UTC already."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        out = values.dt.tz_convert("UTC")
+    elif pd.api.types.is_datetime64_dtype(values.dtype):
+        out = values.dt.tz_localize("UTC")
+    else:  # an object column (mixed zones, strings): one value at a time
+        one = [pd.Timestamp(v) for v in values]
+        out = pd.Series([t if t is pd.NaT else t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC") for t in one],
+                        index=values.index, dtype="datetime64[ns, UTC]")
+    return out.astype("datetime64[ns, UTC]")
+
+
 def attach_clips(flags: pd.DataFrame, clips: pd.DataFrame) -> pd.DataFrame:
-    """For each flag, the clip on its camera that holds its timestamp (clips: + duration_s)."""
-    rows = []
-    by_camera = {c: g.sort_values("start") for c, g in clips.groupby("camera")}
-    for flag in flags.itertuples():
-        candidates = by_camera.get(flag.camera)
-        if candidates is None:
-            continue
-        ts = pd.Timestamp(flag.ts).tz_convert("UTC") if pd.Timestamp(flag.ts).tzinfo else pd.Timestamp(flag.ts,
-                                                                                                       tz="UTC")
-        inside = candidates[(candidates["start"] <= ts) &
-                            (ts < candidates["start"] + pd.to_timedelta(candidates["duration_s"], unit="s"))]
-        if len(inside):
-            clip = inside.iloc[-1]
-            rows.append({"camera": flag.camera, "ts": ts, "quality": flag.quality,
-                         "model_version": flag.model_version, "day": clip["day"], "clip_key": clip["key"],
-                         "offset_s": (ts - clip["start"]).total_seconds()})
-    return pd.DataFrame(rows, columns=["camera", "ts", "quality", "model_version", "day", "clip_key", "offset_s"])
+    """For each flag, the clip on its camera that holds its timestamp (clips: + duration_s): the
+    latest-starting such clip when clips overlap. Flags with no footage are dropped; the rest keep
+    their order. One sorted as-of join (a month of flags against a month of clips), not a scan of the
+    clips per flag."""
+    if flags.empty or clips.empty:
+        return pd.DataFrame(columns=ATTACHED_COLUMNS)
+    left = pd.DataFrame({"_row": np.arange(len(flags)), "camera": flags["camera"].to_numpy(),
+                         "ts": _as_utc(flags["ts"]).reset_index(drop=True)}).dropna(subset=["ts"])
+    right = pd.DataFrame({"camera": clips["camera"].to_numpy(), "start": _as_utc(clips["start"]).reset_index(drop=True),
+                          "day": clips["day"].to_numpy(), "clip_key": clips["key"].to_numpy(),
+                          "duration_s": clips["duration_s"].to_numpy(float)}).dropna(subset=["start"])
+    right = right.sort_values("start", kind="stable").reset_index(drop=True)
+    right["_end"] = right["start"] + pd.to_timedelta(right["duration_s"], unit="s")
+    right["_reach"] = right.groupby("camera")["_end"].cummax()  # the furthest any clip so far extends
+    merged = pd.merge_asof(left.sort_values("ts", kind="stable"), right, left_on="ts", right_on="start",
+                           by="camera", direction="backward")
+    inside = merged["start"].notna() & (merged["ts"] < merged["_end"])
+    # The latest clip to start before ts ended before it, yet an earlier, longer clip still runs: resolve
+    # those (only possible with overlapping clips) by searching that camera's clips.
+    overlapped = merged["start"].notna() & ~inside & (merged["ts"] < merged["_reach"])
+    for i in np.flatnonzero(overlapped.to_numpy()):
+        ts, camera = merged.at[i, "ts"], merged.at[i, "camera"]
+        holding = right[(right["camera"] == camera) & (right["start"] <= ts) & (ts < right["_end"])]
+        clip = holding.iloc[-1]
+        for column in ("start", "day", "clip_key"):
+            merged.at[i, column] = clip[column]
+        inside.iat[i] = True
+    found = merged[inside.to_numpy()].sort_values("_row", kind="stable").reset_index(drop=True)
+    rows = found["_row"].to_numpy()
+    return pd.DataFrame({
+        "camera": found["camera"], "ts": found["ts"], "quality": flags["quality"].to_numpy()[rows],
+        "model_version": flags["model_version"].to_numpy()[rows], "day": found["day"],
+        "clip_key": found["clip_key"], "offset_s": (found["ts"] - found["start"]).dt.total_seconds(),
+    }, columns=ATTACHED_COLUMNS)
 
 
 def sample(flags: pd.DataFrame, config: HardExampleConfig = HardExampleConfig()) -> tuple[pd.DataFrame, dict]:

@@ -87,3 +87,25 @@ def test_definitions_hold_the_whole_graph():
     assert {"annotator_agreement", "split_has_no_leaks", "split_ratios_within_tolerance", "onnx_parity"} <= checks
     assert defs.resolve_schedule_def("monthly_retraining_job_schedule") is not None
     assert {s.name for s in defs.sensors} == {"buffer_footage_sensor", "annotation_exports_sensor"}
+
+
+PROD_INSTANCE_ENV = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster",
+                     "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "placeholder",
+                     "DAGSTER_PG_SSLMODE": "require", "LBZF_S3_BUCKET": "lbzf-artifacts-placeholder",
+                     "LBZF_S3_KMS_KEY_ID": PROD_ENV["LBZF_S3_KMS_KEY_ID"]}
+
+
+def test_production_instance_config_is_valid(tmp_path, monkeypatch):
+    """deploy/dagster.prod.yaml passes Dagster's own instance-config validation (no server needed)."""
+    from dagster._core.instance.config import dagster_instance_config
+
+    for key, value in PROD_INSTANCE_ENV.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "dagster.yaml").write_text((REPO / "deploy" / "dagster.prod.yaml").read_text())
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["run_monitoring"]["enabled"] and config["run_retries"]["enabled"]
+    assert config["compute_logs"]["class"] == "S3ComputeLogManager"
+    assert "postgres_db" in config["storage"]["postgres"]
+    assert config["telemetry"]["enabled"] is False
