@@ -10,13 +10,14 @@ import pandas as pd
 from assets.common import md_table, read_parquet, write_parquet
 from assets.footage import read_video_manifest, stage_a_sample
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, yolo_dataset
-from assets.plots import confidence_histogram, recall_by_operation
+from assets.plots import confidence_histogram, paired_plot, recall_by_operation, worst_frames
 from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
 from pipeline.detector import load_model, predict_persons
 from pipeline.gate import GateThresholds, decide
-from pipeline.hashing import sha256_bytes, sha256_file
+from pipeline.hashing import sha256_bytes
+from pipeline.paired import paired_difference
 from pipeline.training import TrainingRecipe
 from pipeline.weights import UNTRAINED_WARNING
 from pipeline.yolo_dataset import localize_yaml
@@ -108,6 +109,7 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
         "official_coco_weights": weights.official_coco, "by_operation": md_table(by_op),
         "by_camera": md_table(breakdown(table, "camera")),
         "confidence_histogram": confidence_histogram(table), "recall_by_operation": recall_by_operation(table),
+        "worst_frames": worst_frames(store, table, gt, preds),
         "report_sha256": sha256_bytes(report_bytes), "report_uri": store.uri(f"{STAGE_A_PREFIX}stage_a_report.json"),
     })
 
@@ -219,14 +221,14 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     result, tables = {"model": MODEL_NAME, "model_sha256": sha256_bytes(store.read_bytes(model_key)),
                       "split_sha256": sha256_bytes(store.read_bytes("datasets/lbzf_person_v0/dataset_split_v0.csv")),
                       "baseline_weights": base, "splits": {}}, []
+    comparison = None
     with store.local_copy(model_key) as weights:
         for name in ("val", "test", "deployment_test"):
             frames, gt = labelled_set(store, set(split.loc[split["split"] == name, "frame_key"]))
             if frames.empty:
                 continue
             preds, speed = detect(store, str(weights), frames, config.imgsz)
-            base_preds, _ = detect(store, base["path"], frames, config.imgsz) if not base["untrained"] else \
-                (None, None)
+            base_preds = _baseline_predictions(store, base, frames, config.imgsz)
             table = per_frame(frames, gt, preds, iou_threshold=config.iou_threshold, fp_conf=config.fp_conf)
             ap = average_precision(gt, preds)
             pr = precision_recall_at(gt, preds, config.fp_conf)
@@ -237,18 +239,52 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
                      "ci": cluster_bootstrap(table, n_boot=config.n_boot, seed=config.seed),
                      "per_operation": breakdown(table, "operation").to_dict("records"),
                      "per_class": {"person": {"map50": ap["ap50"], "map50_95": ap["ap50_95"]}},
-                     "conf_sweep": sweep, "speed_ms_per_image": speed}
+                     "conf_sweep": sweep, "operating_point": _operating_point(sweep), "speed_ms_per_image": speed}
             if base_preds is not None:
                 base_table = per_frame(frames, gt, base_preds, iou_threshold=config.iou_threshold,
                                        fp_conf=config.fp_conf)
-                entry["baseline"] = {"per_frame": summary(base_table), "map50": average_precision(gt, base_preds)["ap50"]}
+                overall = paired_difference(base_table, table, n_boot=config.n_boot, seed=config.seed)
+                by_op = paired_difference(base_table, table, by="operation", n_boot=config.n_boot, seed=config.seed)
+                entry["baseline"] = {"per_frame": summary(base_table), "map50": average_precision(gt, base_preds)["ap50"],
+                                     "untrained": bool(base["untrained"])}
+                entry["paired_vs_baseline"] = {"overall": overall.to_dict("records")[0],
+                                               "per_operation": by_op.to_dict("records")}
+                if name == "test":
+                    comparison = by_op
             else:
-                entry["baseline"] = {"note": UNTRAINED_WARNING}
+                entry["baseline"] = {"note": "no baseline predictions for these frames"}
             result["splits"][name] = entry
             tables.append({"split": name, "frames": len(frames), "P": pr["precision"], "R": pr["recall"],
                            "mAP50": ap["ap50"], "mAP50-95": ap["ap50_95"], "frame_recall": entry["per_frame"]["recall"]})
     data = json.dumps(result, indent=2, default=float).encode()
     key = f"{keys.model_prefix(MODEL_NAME)}eval_{MODEL_VERSION}.json"
     store.write_bytes(key, data)
-    return dg.MaterializeResult(metadata={"uri": store.uri(key), "sha256": sha256_bytes(data),
-                                          "per_split": md_table(pd.DataFrame(tables).round(4))})
+    metadata = {"uri": store.uri(key), "sha256": sha256_bytes(data), "per_split": md_table(pd.DataFrame(tables).round(4))}
+    if comparison is not None:
+        metadata["test_vs_baseline_by_operation"] = md_table(comparison.round(4))
+        metadata["test_recall_difference_by_operation"] = paired_plot(comparison)
+        if base["untrained"]:
+            metadata["baseline_WARNING"] = UNTRAINED_WARNING
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame, imgsz: int) -> pd.DataFrame | None:
+    """The off-the-shelf model's predictions on these frames: reuse Stage A's when it scored them
+    (the same model, the same frames), else run the base weights if there are any."""
+    stored = read_parquet(store, f"{STAGE_A_PREFIX}predictions.parquet")
+    scored = set(read_parquet(store, f"{STAGE_A_PREFIX}per_frame.parquet")["frame_key"])
+    if set(frames["frame_key"]) <= scored:
+        return stored[stored["frame_key"].isin(set(frames["frame_key"]))]
+    if base["untrained"]:
+        return None
+    return detect(store, base["path"], frames, imgsz)[0]
+
+
+def _operating_point(sweep: list[dict]) -> dict:
+    """The confidence threshold with the best F1 on this split."""
+    def f1(row: dict) -> float:
+        p, r = row["precision"], row["recall"]
+        return 0.0 if not (p == p and r == r) or p + r == 0 else 2 * p * r / (p + r)
+
+    best = max(sweep, key=f1)
+    return {**best, "f1": f1(best)}

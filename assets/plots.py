@@ -83,3 +83,51 @@ def contact_sheet(store, frame_keys: list[str], columns: int = 8, thumb_width: i
     sheet = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
     ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 80])
     return dg.MetadataValue.md(f"![contact sheet](data:image/jpeg;base64,{base64.b64encode(jpeg.tobytes()).decode()})")
+
+
+def paired_plot(table: pd.DataFrame) -> dg.MetadataValue:
+    """Recall difference (fine-tuned - baseline) per operation with its bootstrap-by-video CI."""
+    fig, ax = _figure(7, 3.4)
+    names = [str(n) for n in table.iloc[:, 0]]
+    diffs = table["recall_diff"].to_numpy(float)
+    lows = np.array([d - ci[0] if ci[0] == ci[0] else 0.0 for d, ci in zip(diffs, table["recall_diff_ci"])])
+    highs = np.array([ci[1] - d if ci[1] == ci[1] else 0.0 for d, ci in zip(diffs, table["recall_diff_ci"])])
+    ax.bar(range(len(names)), diffs, yerr=[np.clip(lows, 0, None), np.clip(highs, 0, None)], capsize=4,
+           color=["#55A868" if d >= 0 else "#C44E52" for d in diffs])
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("recall difference (fine-tuned - baseline)")
+    return _png_md(fig, "paired recall difference by operation")
+
+
+def worst_frames(store, table: pd.DataFrame, gt: pd.DataFrame, preds: pd.DataFrame, n: int = 6,
+                 conf: float = 0.25) -> dg.MetadataValue:
+    """The frames the detector did worst on (lowest recall, then lowest best-box confidence), with
+    labelled persons in green and detections at or above `conf` in red."""
+    import cv2
+
+    worst = table[table["n_gt"] > 0].sort_values(["recall", "best_conf"]).head(n)
+    tiles = []
+    for row in worst.itertuples():
+        image = cv2.imdecode(np.frombuffer(store.read_bytes(row.frame_key), np.uint8), cv2.IMREAD_COLOR)
+        for b in gt[gt["frame_key"] == row.frame_key].itertuples():
+            cv2.rectangle(image, (int(b.x1), int(b.y1)), (int(b.x2), int(b.y2)), (0, 200, 0), 2)
+        for p in preds[(preds["frame_key"] == row.frame_key) & (preds["conf"] >= conf)].itertuples():
+            cv2.rectangle(image, (int(p.x1), int(p.y1)), (int(p.x2), int(p.y2)), (0, 0, 255), 2)
+            cv2.putText(image, f"{p.conf:.2f}", (int(p.x1) + 2, int(p.y1) + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 0, 255), 1, cv2.LINE_AA)
+        scale = 320 / image.shape[1]
+        image = cv2.resize(image, (320, int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        cv2.putText(image, f"recall {row.recall:.2f} best {row.best_conf:.2f}", (4, image.shape[0] - 6),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(image)
+    if not tiles:
+        return dg.MetadataValue.md("(no labelled frames)")
+    height = max(t.shape[0] for t in tiles)
+    tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT) for t in tiles]
+    while len(tiles) % 3:
+        tiles.append(np.zeros_like(tiles[0]))
+    sheet = np.vstack([np.hstack(tiles[i:i + 3]) for i in range(0, len(tiles), 3)])
+    ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return dg.MetadataValue.md("green: labelled person, red: detection\n\n"
+                               f"![worst frames](data:image/jpeg;base64,{base64.b64encode(jpeg.tobytes()).decode()})")

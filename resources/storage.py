@@ -495,10 +495,19 @@ class LocalArtifactStore(ArtifactStore):
             if os.path.isfile(path):
                 yield self._info(key, st)
 
-    def _has_object(self, directory: Path) -> bool:
-        for _dirpath, _dirnames, filenames in os.walk(directory):
-            if any(not name.startswith(TMP_PREFIX) for name in filenames):
-                return True
+    def _has_object(self, directory: str | os.PathLike[str]) -> bool:
+        """True when ``directory`` holds an object at any depth. Stops at the first one: a folder
+        of a thousand day folders costs one path down, not a read of every entry (as os.walk did)."""
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if not entry.is_dir():
+                        if not entry.name.startswith(TMP_PREFIX):
+                            return True
+                    elif not entry.is_symlink() and self._has_object(entry.path):  # os.walk skips dir links too
+                        return True
+        except OSError:  # removed meanwhile, or unreadable (os.walk ignored those as well)
+            pass
         return False
 
     def list_prefixes(self, prefix: str = "", start_after: str | None = None) -> list[str]:

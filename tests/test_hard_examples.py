@@ -181,3 +181,23 @@ def test_n_is_respected(n):
     chosen, info = sample(flags(spaced("cam1", "2025-03-01", 5) + spaced("cam2", "2025-03-01", 5)),
                           HardExampleConfig(n=n))
     assert len(chosen) == n and info["taken"] == n
+
+
+def test_attach_clips_with_overlapping_clips_takes_the_latest_clip_that_holds_the_time():
+    clips = clip_table(["buffer/cam1/2025-03-01/080000.mp4", "buffer/cam1/2025-03-01/081000.mp4"])
+    clips = clips.assign(duration_s=[1800.0, 60.0])  # a long clip with a short one inside it
+    log = quality_log([("cam1", pd.Timestamp("2025-03-01 08:10:30", tz="UTC"), "red"),  # both hold it
+                       ("cam1", pd.Timestamp("2025-03-01 08:20:00", tz="UTC"), "red"),  # only the long one
+                       ("cam1", pd.Timestamp("2025-03-01 08:30:00", tz="UTC"), "red")])  # neither
+    attached = attach_clips(log, clips)
+    assert [(r.clip_key, r.offset_s) for r in attached.itertuples()] == [
+        ("buffer/cam1/2025-03-01/081000.mp4", 30.0), ("buffer/cam1/2025-03-01/080000.mp4", 1200.0)]
+
+
+def test_attach_clips_with_no_clips_or_no_flags_is_empty():
+    log = quality_log([("cam1", pd.Timestamp("2025-03-01 08:00:10", tz="UTC"), "red")])
+    no_clips = clip_table([]).assign(duration_s=[])
+    assert attach_clips(log, no_clips).empty
+    clips = clip_table(["buffer/cam1/2025-03-01/080000.mp4"]).assign(duration_s=[60.0])
+    assert attach_clips(log.iloc[0:0], clips).empty
+    assert attach_clips(log, clips)["offset_s"].tolist() == [10.0]

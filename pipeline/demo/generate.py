@@ -76,7 +76,7 @@ def _video_paths(config: DemoConfig, rng: np.random.Generator) -> list[tuple[dic
         index += 1
     result = []
     for row, i in rows:
-        photo = photos[i % len(photos)]
+        photo = photos[(i + i // len(photos)) % len(photos)]  # every operation sees every scene
         path = make_path(photo, rng, duration_s=config.duration_s, fps=config.fps, out_w=config.width,
                          out_h=config.height, active_s=config.active_s, mirrored=bool((i // len(photos)) % 2))
         result.append((row, path))
