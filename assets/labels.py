@@ -172,7 +172,8 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
 def read_split(store: ArtifactStore) -> pd.DataFrame:
     import io
 
-    return pd.read_csv(io.BytesIO(store.read_bytes(split_key())), dtype={"recorded_day": str})
+    return pd.read_csv(io.BytesIO(store.read_bytes(split_key())), dtype={"recorded_day": str, "video_id": str,
+                                                                         "camera": str, "group": str})
 
 
 @dg.asset_check(asset=dataset_split, blocking=True, description="No video or camera-day in two splits")

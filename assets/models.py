@@ -172,7 +172,7 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
         with tempfile.TemporaryDirectory(prefix="lbzf-weights-") as cache:
             weights = base_weights.resolve(store, Path(cache))
             result = trainer.fit(config.recipe(), data_yaml, weights.path, run_dir,
-                                 on_epoch=lambda row: context.log.info(f"epoch {row}"))
+                                 on_epoch=lambda row: context.log.info(f"epoch {row}"), context=context)
         store.upload_file(result.best, model_key)
         curves = pd.DataFrame(result.curves)
         write_parquet(store, f"{keys.model_prefix(MODEL_NAME)}train_curves.parquet", curves)

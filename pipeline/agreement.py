@@ -1,6 +1,6 @@
 """Inter-annotator agreement for person boxes: Cohen's kappa on a grid of image cells.
 
-Definition (documented in docs/labels.md). Kappa needs both "yes" and "no" decisions; with box
+Definition (documented in docs/architecture.md). Kappa needs both "yes" and "no" decisions; with box
 annotations the "no person here" decisions are implicit, and counting only boxes leaves almost no
 negatives (on a sewing line nearly every frame holds an operator), which makes an object-level kappa
 collapse whatever the annotators do (the prevalence paradox). So each overlap frame is divided into a

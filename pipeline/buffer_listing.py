@@ -53,8 +53,8 @@ def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]],
          list_objects: Callable[[str], Iterable[tuple[str, int, str]]], *,
          overlap_days: int = 1) -> tuple[list[StableClip], BufferCursor]:
     """One tick: (stable clips not yet reported, new cursor). `list_prefixes(p, start_after=None)`
-    returns immediate sub-prefixes ending in '/' (with `start_after`, only those holding a key after
-    it, as ArtifactStore.list_prefixes); `list_objects(p)` yields (key, size, etag) under p."""
+    returns immediate sub-prefixes ending in '/' (with `start_after`, only those sorting after it, as
+    ArtifactStore.list_prefixes); `list_objects(p)` yields (key, size, etag) under p."""
     since = None
     if cursor.newest_day:
         since = (date.fromisoformat(cursor.newest_day) - timedelta(days=overlap_days)).isoformat()
@@ -66,6 +66,9 @@ def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]],
             day = day_prefix.rstrip("/").rsplit("/", 1)[-1]
             if _is_day(day) and (since is None or day >= since):
                 day_prefixes.append((day, day_prefix))
+    if since is None and day_prefixes:  # first tick: days before the window would be forgotten below unread
+        since = (date.fromisoformat(max(day_prefixes)[0]) - timedelta(days=overlap_days)).isoformat()
+        day_prefixes = [(day, prefix) for day, prefix in day_prefixes if day >= since]
     seen = {d: dict(v) for d, v in cursor.seen.items() if since is None or d >= since}
     ready: list[StableClip] = []
     newest = cursor.newest_day
@@ -87,6 +90,9 @@ def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]],
         for key in [k for k in day_seen if k.startswith(prefix) and k not in present]:
             del day_seen[key]  # expired out of the buffer (only this camera's day was listed)
         newest = max(newest or day, day)
+    # a camera-day that emptied out (or a camera gone) is not listed any more: forget its clips too
+    listed = {prefix for _day, prefix in day_prefixes}
+    seen = {d: {k: v for k, v in day_seen.items() if f"{k.rsplit('/', 1)[0]}/" in listed} for d, day_seen in seen.items()}
     new_since = (date.fromisoformat(newest) - timedelta(days=overlap_days)).isoformat() if newest else None
     seen = {d: v for d, v in seen.items() if v and (new_since is None or d >= new_since)}
     return ready, BufferCursor(newest, seen)

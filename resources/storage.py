@@ -319,9 +319,11 @@ class ArtifactStore(dg.ConfigurableResource, abc.ABC):
         gives ``['buffer/cam1/2026-07-01/', ...]``.  Objects directly under
         ``prefix`` are not included; a folder appears only when it holds at least
         one object (S3 has no empty folders).  With ``start_after`` only folders
-        holding a key strictly greater than it are returned (S3's ``StartAfter``):
+        that sort strictly after it are returned (S3's ``StartAfter``):
         ``start_after='buffer/cam1/2026-07-02'`` skips the earlier days without
-        reading them and keeps ``buffer/cam1/2026-07-02/``.
+        reading them and keeps ``buffer/cam1/2026-07-02/``.  Give a folder-level
+        bound like that one; a bound inside a folder is not portable (S3 servers
+        differ on whether that folder is returned).
         """
 
     @abc.abstractmethod
@@ -526,9 +528,7 @@ class LocalArtifactStore(ArtifactStore):
                     continue
                 folder = f"{head}{entry.name}/"
                 if start_after is not None and folder <= start_after:
-                    # skipped unread, unless start_after points inside this folder (as S3's StartAfter)
-                    if not start_after.startswith(folder) or next(self.list_keys(folder, start_after), None) is None:
-                        continue
+                    continue  # skipped unread
                 if entry.is_dir() and self._has_object(Path(entry.path)):
                     out.append(folder)
         return sorted(out)

@@ -2,9 +2,13 @@
 sends it to a GPU worker (see docs/deployment.md)."""
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.errors import DagsterPipesExecutionError  # not re-exported at the top level in 1.13
 
 from pipeline.training import EpochLogger, TrainingRecipe, TrainResult, train
 
@@ -13,7 +17,7 @@ class Trainer(dg.ConfigurableResource):
     """Runs a training recipe on a dataset yaml and returns the trained weights."""
 
     def fit(self, recipe: TrainingRecipe, data_yaml: Path, base_weights: str, run_dir: Path,
-            on_epoch: EpochLogger | None = None) -> TrainResult:
+            on_epoch: EpochLogger | None = None, context: dg.AssetExecutionContext | None = None) -> TrainResult:
         raise NotImplementedError
 
 
@@ -23,7 +27,43 @@ class InProcessTrainer(Trainer):
     device: str = ""
 
     def fit(self, recipe: TrainingRecipe, data_yaml: Path, base_weights: str, run_dir: Path,
-            on_epoch: EpochLogger | None = None) -> TrainResult:
+            on_epoch: EpochLogger | None = None, context: dg.AssetExecutionContext | None = None) -> TrainResult:
         if self.device and not recipe.device:
             recipe = TrainingRecipe(**{**recipe.__dict__, "device": self.device})
         return train(recipe, data_yaml, base_weights, run_dir, on_epoch)
+
+
+class PipesSubprocessTrainer(Trainer):
+    """Ultralytics in a child process through Dagster Pipes: per-epoch logs stream into the run, and
+    a crash in training fails the step cleanly instead of taking the run worker with it."""
+
+    device: str = ""
+    python: str = sys.executable
+
+    def fit(self, recipe: TrainingRecipe, data_yaml: Path, base_weights: str, run_dir: Path,
+            on_epoch: EpochLogger | None = None, context: dg.AssetExecutionContext | None = None) -> TrainResult:
+        if context is None:
+            raise ValueError("PipesSubprocessTrainer needs the asset's execution context")
+        if self.device and not recipe.device:
+            recipe = TrainingRecipe(**{**recipe.__dict__, "device": self.device})
+        from resources.train_worker import ERROR_FILE
+
+        repo = Path(__file__).resolve().parents[1]
+        error_file = Path(run_dir) / ERROR_FILE
+        error_file.unlink(missing_ok=True)
+        try:
+            invocation = dg.PipesSubprocessClient(cwd=str(repo)).run(
+                context=context, command=[self.python, "-m", "resources.train_worker"],
+                extras={"recipe": asdict(recipe), "data_yaml": str(data_yaml), "base_weights": str(base_weights),
+                        "run_dir": str(run_dir)})
+        except DagsterPipesExecutionError as exc:
+            reason = json.loads(error_file.read_text()) if error_file.exists() else {"type": "crash",
+                                                                                     "message": str(exc)}
+            raise RuntimeError(f"training process failed ({reason['type']}): {reason['message']}. Remedy: fix the "
+                               f"recipe or data and re-run; an interrupted run resumes from {run_dir}") from exc
+        messages = invocation.get_custom_messages()
+        if not messages:
+            raise RuntimeError("the training process ended without reporting a result")
+        payload = dict(messages[-1])
+        payload["best"], payload["last"] = Path(payload["best"]), Path(payload["last"])
+        return TrainResult(**payload)

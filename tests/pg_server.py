@@ -6,7 +6,8 @@
 It uses the server binaries of Debian's ``postgresql`` package (``/usr/lib/postgresql/<version>/bin``;
 ``LBZF_TEST_PG_BINDIR`` overrides): ``initdb`` makes a fresh cluster in a temporary directory (trust
 authentication, loopback only), ``pg_ctl start`` runs it on a free port of 127.0.0.1 with Unix sockets
-off, a database ``dagster`` is created, and on exit the server is stopped (``pg_ctl stop -m fast``)
+off and TLS on (a throwaway self-signed certificate for 127.0.0.1, so clients can use any ``sslmode``
+up to ``verify-full`` with ``root_cert``), a database ``dagster`` is created, and on exit the server is stopped (``pg_ctl stop -m fast``)
 and the directory removed. PostgreSQL refuses to run as root, so when this runs as root the server
 runs as the ``postgres`` system user (created by the Debian package) and the directory is theirs.
 
@@ -84,6 +85,7 @@ class PostgresServer:
     dbname: str
     workdir: Path  # holds data/ and postgres.log
     bindir: Path
+    root_cert: Path  # the server's self-signed certificate (PGSSLROOTCERT for sslmode=verify-full)
 
     def dsn(self, dbname: str | None = None) -> str:
         return f"host={self.host} port={self.port} user={self.user} dbname={dbname or self.dbname}"
@@ -117,6 +119,38 @@ def _run(cmd: list[str], workdir: Path, timeout: float = 60) -> subprocess.Compl
         raise RuntimeError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
                            + (log.read_text(errors="replace") if log.exists() else ""))
     return result
+
+
+def _write_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 / localhost, valid for a day; (cert, key) paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "server.crt", directory / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)  # postgres refuses a key others can read
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(SERVER_USER_WHEN_ROOT)
+        for path in (cert_path, key_path):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    return cert_path, key_path
 
 
 def _wait_until_accepting(host: str, port: int, timeout: float = 30.0) -> None:
@@ -159,8 +193,10 @@ def postgres_server(workdir: Path | None = None) -> Iterator[PostgresServer]:
     try:
         _run([str(bindir / "initdb"), "-D", str(data), "--username", SUPERUSER, "--auth", "trust",
               "--encoding", "UTF8", "--locale", "C", "--no-sync"], workdir)
+        cert, key = _write_certificate(workdir)
         options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off "
-                   "-c full_page_writes=off -c synchronous_commit=off -c max_connections=100")
+                   "-c full_page_writes=off -c synchronous_commit=off -c max_connections=100 "
+                   f"-c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}")
         _run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
              workdir, timeout=90)
         started = True
@@ -175,7 +211,7 @@ def postgres_server(workdir: Path | None = None) -> Iterator[PostgresServer]:
         finally:
             conn.close()
         yield PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, dbname=DBNAME, workdir=workdir,
-                             bindir=bindir)
+                             bindir=bindir, root_cert=cert)
     finally:
         if started:
             with contextlib.suppress(Exception):

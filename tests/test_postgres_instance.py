@@ -64,7 +64,8 @@ def _env(dagster_home: Path, pg, bucket: str, kms_key_arn: str) -> dict[str, str
         "DAGSTER_HOME": str(dagster_home),
         "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port), "DAGSTER_PG_DB": pg.dbname,
         "DAGSTER_PG_USERNAME": pg.user, "DAGSTER_PG_PASSWORD": "not-checked-by-trust-auth",
-        "DAGSTER_PG_SSLMODE": "disable",
+        # TLS as in production (the test server has a self-signed certificate; libpq verifies it)
+        "DAGSTER_PG_SSLMODE": "require", "PGSSLMODE": "require", "PGSSLROOTCERT": str(pg.root_cert),
         "LBZF_S3_BUCKET": bucket, "LBZF_S3_KMS_KEY_ID": kms_key_arn,
         "PYTHONUNBUFFERED": "1",
     })
@@ -106,13 +107,15 @@ def queued_run(pg, s3_endpoint, tmp_path_factory):
     dagster_home.mkdir()
     config = yaml.safe_load((REPO / "deploy" / "dagster.prod.yaml").read_text())
     config["compute_logs"]["config"]["endpoint_url"] = s3_endpoint  # the only change: where S3 is
-    config["storage"]["postgres"]["postgres_db"]["scheme"] = "postgresql+psycopg2"  # TEMP EXPERIMENT
-    config["storage"]["postgres"]["postgres_db"]["params"] = {"sslmode": "disable"}  # TEMP EXPERIMENT
     (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (workdir / "probe_defs.py").write_text(PROBE_DEFS)
     bucket = create_bucket(s3_endpoint)
     kms_key_arn = client(s3_endpoint, "kms").create_key(Description="lbzf compute logs")["KeyMetadata"]["Arn"]
     env = _env(dagster_home, pg, bucket, kms_key_arn)
+    config["storage"]["postgres"]["postgres_db"]["scheme"] = "postgresql+psycopg2"
+    config["storage"]["postgres"]["postgres_db"]["params"] = {"sslmode": "require"}
+    config["compute_logs"]["config"]["upload_extra_args"]["SSEKMSKeyId"] = kms_key_arn
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     launch = subprocess.run([str(BIN / "dagster"), "job", "launch", "-f", "probe_defs.py", "-j", "pg_probe_job"],
                             cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
@@ -129,9 +132,13 @@ def queued_run(pg, s3_endpoint, tmp_path_factory):
             assert daemon.poll() is None, f"dagster-daemon exited:\n{daemon_log.read_text(errors='replace')}"
             time.sleep(0.5)
             status = _query(pg, "SELECT status FROM runs WHERE run_id = %s", (run_id,))[0][0]
+        # the daemon's own connections, while it still holds them
+        daemon_ssl = _query(pg, "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+                                "WHERE a.datname = %s AND a.pid <> pg_backend_pid()", (pg.dbname,))
     assert status == "SUCCESS", f"run {run_id} is {status}\n--- daemon log ---\n{daemon_log.read_text(errors='replace')}"
     return {"run_id": run_id, "status_before_daemon": status_before_daemon, "home": dagster_home, "env": env,
-            "bucket": bucket, "kms_key_arn": kms_key_arn, "endpoint": s3_endpoint}
+            "bucket": bucket, "endpoint": s3_endpoint, "daemon_ssl": [on for (on,) in daemon_ssl],
+            "sse_key": config["compute_logs"]["config"].get("upload_extra_args", {}).get("SSEKMSKeyId")}
 
 
 def test_launch_only_queues_the_run(queued_run):
@@ -146,21 +153,30 @@ def test_run_and_its_events_are_stored_in_postgres(pg, queued_run):
     assert (status, job_name) == ("SUCCESS", "pg_probe_job")
     assert json.loads(body)["run_id"] == run_id
 
+    import dagster as dg
+
     events = _query(pg, "SELECT id, dagster_event_type, event FROM event_logs WHERE run_id = %s ORDER BY id",
                     (run_id,))
     order = [kind for _, kind, _ in events if kind]
-    for kind in ("RUN_ENQUEUED", "RUN_DEQUEUED", "RUN_STARTING", "RUN_START", "STEP_START", "ASSET_MATERIALIZATION",
-                 "STEP_SUCCESS", "RUN_SUCCESS"):
-        assert kind in order, (kind, order)
-    # the queue came first: enqueued by the CLI, dequeued and started by the daemon, then executed
-    assert order.index("RUN_ENQUEUED") < order.index("RUN_DEQUEUED") < order.index("RUN_START") \
-        < order.index("RUN_SUCCESS")
+    kinds = {name: dg.DagsterEventType[name].value for name in (
+        "RUN_ENQUEUED", "RUN_STARTING", "RUN_START", "STEP_START", "ASSET_MATERIALIZATION", "STEP_SUCCESS",
+        "RUN_SUCCESS")}  # stored under their serialized names (RUN_ENQUEUED is PIPELINE_ENQUEUED)
+    for name, kind in kinds.items():
+        assert kind in order, (name, order)
+    # the queue came first: enqueued by the CLI, then launched by the daemon, then executed
+    assert order.index(kinds["RUN_ENQUEUED"]) < order.index(kinds["RUN_STARTING"]) \
+        < order.index(kinds["RUN_START"]) < order.index(kinds["RUN_SUCCESS"])
     assert any("pg-probe event log line" in event for _, _, event in events)
 
     assets = {key for (key,) in _query(pg, "SELECT asset_key FROM asset_keys")}
     assert '["pg_probe"]' in assets
     heartbeats = {kind for (kind,) in _query(pg, "SELECT daemon_type FROM daemon_heartbeats")}
     assert {"QUEUED_RUN_COORDINATOR", "SCHEDULER", "SENSOR"} <= heartbeats
+
+
+def test_dagster_talks_to_postgres_over_tls(queued_run):
+    assert queued_run["daemon_ssl"], "the daemon held no connection to the dagster database"
+    assert all(queued_run["daemon_ssl"]), queued_run["daemon_ssl"]
 
 
 def test_instance_reads_the_same_run_back_through_dagster(queued_run, monkeypatch):
@@ -184,16 +200,20 @@ def test_instance_reads_the_same_run_back_through_dagster(queued_run, monkeypatc
     assert not list(queued_run["home"].rglob("*.db"))
 
 
-def test_step_output_is_in_s3_encrypted_with_the_kms_key(queued_run):
+def test_step_output_is_in_s3_encrypted_with_kms(queued_run):
     s3 = client(queued_run["endpoint"])
     listing = s3.list_objects_v2(Bucket=queued_run["bucket"], Prefix="dagster/compute-logs/")
     keys = [item["Key"] for item in listing.get("Contents", [])]
-    assert keys, "no compute logs were uploaded"
+    assert keys, "no compute logs were uploaded (see the run's ENGINE_EVENT errors in event_logs)"
+    sse_key = queued_run["sse_key"]
+    if isinstance(sse_key, dict) and "env" in sse_key:  # what the config names, as the run worker sees it
+        sse_key = queued_run["env"][sse_key["env"]]
     found = False
     for key in keys:
         head = s3.head_object(Bucket=queued_run["bucket"], Key=key)
         assert head["ServerSideEncryption"] == "aws:kms", key
-        assert head["SSEKMSKeyId"].endswith(queued_run["kms_key_arn"].rsplit("/", 1)[-1]), key
+        if sse_key:
+            assert head["SSEKMSKeyId"].rsplit("/", 1)[-1] == sse_key.rsplit("/", 1)[-1], (key, head["SSEKMSKeyId"])
         body = s3.get_object(Bucket=queued_run["bucket"], Key=key)["Body"].read()
         found = found or b"pg-probe stdout line for the compute log manager" in body
     assert found, keys
