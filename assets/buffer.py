@@ -10,6 +10,7 @@ from assets.partitions import buffer_clip_partitions, monthly_partitions
 from pipeline import keys
 from pipeline.frames import probe_video
 from pipeline.hard_examples import HardExampleConfig, attach_clips, clip_table, sample
+from pipeline.quarantine import quarantine_bad_footage
 from pipeline.sampling import buffer_targets
 from resources.storage import ArtifactStore
 
@@ -39,7 +40,7 @@ def buffer_frames(context: dg.AssetExecutionContext, config: BufferFramesConfig,
     """Exact frames of one buffer clip, 1 every 30 s."""
     key = clip_key(context.partition_key)
     camera, day, name = keys.buffer_clip_parts(key)
-    with store.local_copy(key) as local:
+    with quarantine_bad_footage(store, key), store.local_copy(key) as local:
         info = probe_video(local)
     video_id = f"{camera}_{day}_{name.rsplit('.', 1)[0]}"
     prefix = f"frames/buffer/{camera}/{day}/{name.rsplit('.', 1)[0]}/"

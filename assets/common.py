@@ -9,6 +9,7 @@ import pandas as pd
 
 from pipeline.frames import extract_frames
 from pipeline.hashing import sha256_bytes
+from pipeline.quarantine import quarantine_bad_footage
 from resources.storage import ArtifactStore
 
 FRAME_COLUMNS = ["frame_key", "source", "video_id", "video_sha256", "target_s", "actual_s", "frame_index", "width",
@@ -30,8 +31,10 @@ def write_parquet(store: ArtifactStore, key: str, table: pd.DataFrame) -> str:
 def extract_to_store(store: ArtifactStore, video_key: str, targets: list[float], *, source: str,
                      video_id: str, frame_prefix: str) -> pd.DataFrame:
     """Extract exact frames of a stored video and put the JPEGs under `frame_prefix`; the source is
-    read through a local copy and never written."""
-    with store.local_copy(video_key) as video, tempfile.TemporaryDirectory(prefix="lbzf-frames-") as tmp:
+    read through a local copy and never written. JPEGs are uploaded only after the whole extraction
+    succeeded; bad footage is quarantined (`pipeline.quarantine`) and the error re-raised."""
+    with (quarantine_bad_footage(store, video_key), store.local_copy(video_key) as video,
+          tempfile.TemporaryDirectory(prefix="lbzf-frames-") as tmp):
         records = extract_frames(Path(video), targets, Path(tmp), video_id=video_id)
         rows = []
         for record in records:

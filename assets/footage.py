@@ -12,6 +12,7 @@ from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.frames import probe_video
 from pipeline.hashing import sha256_bytes
+from pipeline.quarantine import quarantine_bad_footage
 from pipeline.sampling import every_n_seconds
 from pipeline.stage_a_plan import plan_window, select_stage_a_videos
 from resources.storage import ArtifactStore
@@ -68,7 +69,7 @@ def video_frames(context: dg.AssetExecutionContext, config: FramesConfig, store:
     """Exact frames (1 / 2 s) of one operation video, with timestamps from the stream's pts."""
     video_id = context.partition_key
     row = read_video_manifest(store).set_index("video_id").loc[video_id]
-    with store.local_copy(row["key"]) as local:
+    with quarantine_bad_footage(store, row["key"]), store.local_copy(row["key"]) as local:
         info = probe_video(local)
     table = extract_to_store(store, row["key"], every_n_seconds(info.usable_duration_s, config.step_s), source="ops",
                              video_id=video_id, frame_prefix=f"frames/ops/{video_id}/")

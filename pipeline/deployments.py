@@ -13,7 +13,7 @@ from pipeline.errors import PipelineInputError
 from resources.base_weights import BaseWeights
 from resources.engine_builder import JetsonSSHEngineBuilder, LocalTensorRTEngineBuilder, UnavailableEngineBuilder
 from resources.storage import LocalArtifactStore, S3ArtifactStore
-from resources.trainer import InProcessTrainer
+from resources.trainer import InProcessTrainer, PipesSubprocessTrainer
 
 DEPLOYMENTS = ("local", "prod")
 DEFAULT_STORAGE_ROOT = Path(".lbzf") / "store"
@@ -65,7 +65,7 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
                 key_path=env.get("LBZF_JETSON_KEY_PATH") or None,
                 known_hosts_path=_required(env, "LBZF_JETSON_KNOWN_HOSTS", deployment),
             ),
-            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0")),
+            "trainer": PipesSubprocessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0")),
             "base_weights": _base_weights(env, allow_untrained_default=False),
         }
     raise PipelineInputError("environment", "DAGSTER_DEPLOYMENT", deployment, f"use one of {DEPLOYMENTS}",

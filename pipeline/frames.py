@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 import os
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,6 +47,8 @@ TIME_EPS_S = 5e-7
 # A video whose decodable end falls this far (or two frame intervals, if longer) short of its
 # declared duration is treated as truncated.
 _TRUNCATION_SLACK_S = 0.5
+# Decoded frames that may wait for the output thread in `extract_frames` (1080p: ~3 MB each).
+_OUTPUT_QUEUE = 4
 # Side of the grayscale thumbnails compared by `motion_energy`.
 _MOTION_WIDTH = 64
 
@@ -412,13 +416,29 @@ def _plan(index: _Index, targets: Iterable[float]) -> _Plan:
 # --------------------------------------------------------------------------- decoding
 
 
+def _has_reordering(index: _Index) -> bool:
+    """True when decode order differs from presentation order (B-frames)."""
+    pts = [p.pts for p in index.packets]
+    return any(b < a for a, b in zip(pts, pts[1:]))
+
+
 def _decode_runs(
-    container: InputContainer, stream: VideoStream, index: _Index, runs: list[tuple[int, int]], stats: dict[str, int]
+    container: InputContainer,
+    stream: VideoStream,
+    index: _Index,
+    runs: list[tuple[int, int]],
+    stats: dict[str, int],
+    *,
+    drain_each_run: bool,
 ) -> Iterator[VideoFrame]:
     """Decode only the packet ranges in `runs`; every other packet is read but never decoded.
 
-    After each range the decoder is drained, so frames it holds back (B-frame reordering, frame
-    threads: trap 10) come out, then reset so the next range starts clean — same decoder object.
+    Every range starts at a keyframe. Without reordering (no B-frames) that keyframe needs nothing
+    decoded before it, so the ranges are fed to one decoder straight after each other and it is
+    drained once at the end: its frame threads stay busy across ranges instead of idling at every
+    drain. With reordering, the decoder is drained after each range, so frames it holds back come
+    out (B-frame reordering, frame threads: trap 10), and reset so the next range starts clean (a
+    keyframe of an open GOP is not a clean start) — same decoder object either way.
     """
     codec = stream.codec_context
     file = index.info.path
@@ -434,9 +454,48 @@ def _decode_runs(
         stats["packets_decoded"] += 1
         yield from _decode(codec, packet)
         if i == last:
-            yield from _decode(codec, None)
-            codec.flush_buffers()
             run += 1
+            if drain_each_run:
+                yield from _decode(codec, None)
+                codec.flush_buffers()
+    if not drain_each_run:
+        yield from _decode(codec, None)  # frame threads hold the last frames back (trap 10)
+
+
+def _decoded_targets(
+    path: Path, targets_s: Iterable[float], *, threads: int, stats: dict[str, int] | None
+) -> Iterator[tuple[VideoFrame, list[tuple[float, int, float]]]]:
+    """Each wanted decoded frame once, with the (target, frame rank, frame time) triples it answers.
+
+    Raises BadFootageError for unusable footage and targets past the decodable end before decoding
+    anything, and for wanted frames the decoder never produced once it is done.
+    """
+    index = _index_video(path)
+    plan = _plan(index, targets_s)
+    file = index.info.path
+    counters = stats if stats is not None else {}
+    counters.update(packets_total=len(index.packets), packets_decoded=0, runs=len(plan.runs))
+
+    # Several targets can share a frame (a gap in variable-rate video); it is converted once.
+    waiting: dict[int, list[tuple[float, int, float]]] = {}
+    for target, rank in plan.picks:
+        waiting.setdefault(index.frame_pts[rank], []).append((target, rank, index.frame_times[rank]))
+
+    with _open_video(path) as (container, stream):
+        codec = stream.codec_context
+        codec.thread_type = "FRAME"
+        codec.thread_count = threads
+        frames = _decode_runs(container, stream, index, plan.runs, counters, drain_each_run=_has_reordering(index))
+        for frame in frames:
+            wanted = waiting.pop(frame.pts, None) if frame.pts is not None else None
+            if wanted is not None:
+                yield frame, wanted
+
+    if waiting:
+        missing = sorted(_seconds(pts, index.start_pts, index.time_base) for pts in waiting)
+        raise BadFootageError(
+            file, "frames", [round(t, 6) for t in missing], _REMEDY_RECOPY, problem="frames could not be decoded"
+        )
 
 
 def iter_target_frames(
@@ -451,34 +510,11 @@ def iter_target_frames(
     counts (packets_total, packets_decoded, runs) for logging and tests.
     """
     path = Path(path)
-    index = _index_video(path)
-    plan = _plan(index, targets_s)
-    file = index.info.path
-    counters = stats if stats is not None else {}
-    counters.update(packets_total=len(index.packets), packets_decoded=0, runs=len(plan.runs))
-
-    # Several targets can share a frame (a gap in variable-rate video); it is converted once.
-    waiting: dict[int, list[tuple[float, int]]] = {}
-    for target, rank in plan.picks:
-        waiting.setdefault(index.frame_pts[rank], []).append((target, rank))
-
-    with _open_video(path) as (container, stream):
-        codec = stream.codec_context
-        codec.thread_type = "FRAME"
-        codec.thread_count = threads
-        for frame in _decode_runs(container, stream, index, plan.runs, counters):
-            wanted = waiting.pop(frame.pts, None) if frame.pts is not None else None
-            if wanted is None:
-                continue
-            rgb = _to_rgb(frame, file)
-            for target, rank in wanted:
-                yield TargetFrame(target, index.frame_times[rank], rank, rgb)
-
-    if waiting:
-        missing = sorted(_seconds(pts, index.start_pts, index.time_base) for pts in waiting)
-        raise BadFootageError(
-            file, "frames", [round(t, 6) for t in missing], _REMEDY_RECOPY, problem="frames could not be decoded"
-        )
+    file = str(path)
+    for frame, wanted in _decoded_targets(path, targets_s, threads=threads, stats=stats):
+        rgb = _to_rgb(frame, file)
+        for target, rank, actual in wanted:
+            yield TargetFrame(target, actual, rank, rgb)
 
 
 def reference_frames(path: str | Path, targets: Iterable[float]) -> list[TargetFrame]:
@@ -613,6 +649,29 @@ def _frame_names(targets: list[float], name: Callable[[float], str]) -> dict[flo
     return names
 
 
+def _write_frame(
+    frame: VideoFrame,
+    wanted: list[tuple[float, int, float]],
+    names: dict[float, str],
+    out_dir: Path,
+    quality: int,
+    file: str,
+    written: list[Path],
+) -> list[tuple[float, int, float, str, str, int, int]]:
+    """Convert, encode and write one decoded frame under the name of every target it answers."""
+    rgb = _to_rgb(frame, file)
+    jpeg = _encode_jpeg(rgb, quality)
+    digest = sha256_bytes(jpeg)
+    height, width = rgb.shape[:2]
+    rows = []
+    for target, rank, actual in wanted:
+        target_path = out_dir / names[target]
+        _write_atomic(target_path, jpeg)
+        written.append(target_path)
+        rows.append((target, rank, actual, names[target], digest, width, height))
+    return rows
+
+
 def extract_frames(
     path: str | Path,
     targets_s: Iterable[float],
@@ -626,6 +685,8 @@ def extract_frames(
     """Write one JPEG per distinct target into `out_dir`; return their records by ascending target.
 
     All or nothing: on any error the JPEGs this call wrote are removed. The source is only read.
+    Colour conversion, JPEG encoding and writing run on one helper thread, overlapping decoding
+    (PyAV, OpenCV and hashlib release the GIL); at most `_OUTPUT_QUEUE` decoded frames wait for it.
     """
     if not 1 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be within 1..100, got {jpeg_quality}")
@@ -634,33 +695,41 @@ def extract_frames(
     names = _frame_names(targets, name)
     _check_file(path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    video_sha256 = sha256_file(path)
+    file = str(path)
 
-    records: list[FrameRecord] = []
+    rows: list[tuple[float, int, float, str, str, int, int]] = []
     written: list[Path] = []
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames-out")
     try:
-        for frame in iter_target_frames(path, targets, threads=threads):
-            jpeg = _encode_jpeg(frame.rgb, jpeg_quality)
-            jpeg_name = names[frame.target_s]
-            _write_atomic(out_dir / jpeg_name, jpeg)
-            written.append(out_dir / jpeg_name)
-            height, width = frame.rgb.shape[:2]
-            records.append(
-                FrameRecord(
-                    video_id=video_id,
-                    video_sha256=video_sha256,
-                    target_s=frame.target_s,
-                    actual_s=frame.actual_s,
-                    frame_index=frame.frame_index,
-                    width=width,
-                    height=height,
-                    jpeg_name=jpeg_name,
-                    jpeg_sha256=sha256_bytes(jpeg),
-                )
-            )
+        video_hash = pool.submit(sha256_file, path)  # hashed while the packets are indexed
+        pending: deque[Future] = deque()
+        with closing(_decoded_targets(path, targets, threads=threads, stats=None)) as decoded:
+            for frame, wanted in decoded:  # closing: an error here closes the container at once
+                pending.append(pool.submit(_write_frame, frame, wanted, names, out_dir, jpeg_quality, file, written))
+                while len(pending) > _OUTPUT_QUEUE:
+                    rows.extend(pending.popleft().result())
+        while pending:
+            rows.extend(pending.popleft().result())
+        video_sha256 = video_hash.result()
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # nothing may be written after the clean-up
         for done in written:
             done.unlink(missing_ok=True)
         raise
+    pool.shutdown(wait=True)
+    records = [
+        FrameRecord(
+            video_id=video_id,
+            video_sha256=video_sha256,
+            target_s=target,
+            actual_s=actual,
+            frame_index=rank,
+            width=width,
+            height=height,
+            jpeg_name=jpeg_name,
+            jpeg_sha256=digest,
+        )
+        for target, rank, actual, jpeg_name, digest, width, height in rows
+    ]
     records.sort(key=lambda r: r.target_s)
     return records

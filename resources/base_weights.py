@@ -25,10 +25,13 @@ class BaseWeights(dg.ConfigurableResource):
         allowed.update(produced or {})
         return allowed
 
-    def resolve(self, store: ArtifactStore, cache_dir: Path) -> ResolvedWeights:
-        candidate = self._fetch(store, Path(cache_dir))
-        return resolve_base_weights(self.setting, local_candidate=candidate, allowed=self.allowed(),
-                                    allow_untrained=self.allow_untrained)
+    def resolve(self, store: ArtifactStore, cache_dir: Path, model: str = "yolov8n") -> ResolvedWeights:
+        """Weights for `model`: the configured setting for YOLOv8n (the plan's model); for another
+        architecture of a training profile, its official `<model>.pt` name."""
+        setting = self.setting if model == "yolov8n" else f"{model}.pt"
+        candidate = self.model_copy(update={"setting": setting})._fetch(store, Path(cache_dir))
+        return resolve_base_weights(setting, local_candidate=candidate, allowed=self.allowed(),
+                                    allow_untrained=self.allow_untrained, architecture=f"{model}.yaml")
 
     def _fetch(self, store: ArtifactStore, cache_dir: Path) -> Path | None:
         path = Path(os.path.expanduser(self.setting))

@@ -87,14 +87,11 @@ class PostgresServer:
     bindir: Path
     root_cert: Path  # the server's self-signed certificate (PGSSLROOTCERT for sslmode=verify-full)
 
-    def dsn(self, dbname: str | None = None) -> str:
-        return f"host={self.host} port={self.port} user={self.user} dbname={dbname or self.dbname}"
-
-    def connect(self, dbname: str | None = None):
+    def connect(self, dbname: str | None = None, sslmode: str = "verify-full"):
         import psycopg2
 
         return psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=dbname or self.dbname,
-                                connect_timeout=5)
+                                connect_timeout=5, sslmode=sslmode, sslrootcert=str(self.root_cert))
 
     def log(self) -> str:
         path = self.workdir / "postgres.log"
@@ -160,7 +157,8 @@ def _wait_until_accepting(host: str, port: int, timeout: float = 30.0) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            psycopg2.connect(host=host, port=port, user=SUPERUSER, dbname="postgres", connect_timeout=2).close()
+            psycopg2.connect(host=host, port=port, user=SUPERUSER, dbname="postgres", connect_timeout=2,
+                             sslmode="require").close()
             return
         except psycopg2.OperationalError as error:  # starting up
             last = error
@@ -169,8 +167,11 @@ def _wait_until_accepting(host: str, port: int, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def postgres_server(workdir: Path | None = None) -> Iterator[PostgresServer]:
+def postgres_server(workdir: Path | None = None, require_tls: bool = False) -> Iterator[PostgresServer]:
     """initdb + pg_ctl start on 127.0.0.1:<free port>; yields the server; stops it and cleans up on exit.
+
+    ``require_tls``: loopback connections without TLS are rejected (pg_hba ``hostnossl ... reject``), so
+    anything that works against the server proves its client used TLS.
 
     ``workdir`` must be reachable by the server's user; by default a fresh directory under the system
     temp dir is made (pytest's tmp_path is private to root, so it would not be when running as root).
@@ -193,6 +194,13 @@ def postgres_server(workdir: Path | None = None) -> Iterator[PostgresServer]:
     try:
         _run([str(bindir / "initdb"), "-D", str(data), "--username", SUPERUSER, "--auth", "trust",
               "--encoding", "UTF8", "--locale", "C", "--no-sync"], workdir)
+        hba = data / "pg_hba.conf"
+        hba.write_text("# lbzf test server: loopback TCP only, trust\n"
+                       + ("hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n" if require_tls
+                          else "host all all 127.0.0.1/32 trust\n"))
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam(SERVER_USER_WHEN_ROOT)
+            os.chown(hba, entry.pw_uid, entry.pw_gid)
         cert, key = _write_certificate(workdir)
         options = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off "
                    "-c full_page_writes=off -c synchronous_commit=off -c max_connections=100 "
@@ -203,7 +211,7 @@ def postgres_server(workdir: Path | None = None) -> Iterator[PostgresServer]:
         _wait_until_accepting("127.0.0.1", port)
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname="postgres")
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, dbname="postgres", sslmode="require")
         try:
             conn.autocommit = True
             with conn.cursor() as cursor:

@@ -158,3 +158,37 @@ def test_buffer_frames_and_hard_examples(demo):
     sample = json.loads((store / "retraining/2026-07/sample.json").read_text())
     assert 0 < sample["taken"] <= 200 and sample["seed"] == 0
     assert (store / "retraining/2026-07/cvat_task_package.zip").exists()
+
+
+SMOKE = {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "extra": {"close_mosaic": 0, "warmup_epochs": 0}}
+
+
+def test_training_profiles_run_in_one_job_with_failures_isolated(demo):
+    from pipeline.definitions import build_definitions
+
+    overrides = {"plan_yolov8n_640": SMOKE, "yolov8s_800": SMOKE, "yolo11n_adamw": {**SMOKE, "optimizer": "Nope"}}
+    run_config = {"ops": {f"profile_{name}": {"config": {"overrides": o}} for name, o in overrides.items()}}
+    result = build_definitions("local").resolve_job_def("profiles_job").execute_in_process(
+        instance=demo["instance"], run_config=run_config, raise_on_error=False)
+    assert not result.success
+    assert result.is_node_success("profile_plan_yolov8n_640") and result.is_node_success("profile_yolov8s_800")
+    assert result.is_node_failed("profile_yolo11n_adamw")
+    meta = _metadata(demo["instance"], "profile_yolov8s_800")
+    assert meta["model"] == "yolov8s" and meta["recipe"]["imgsz"] == 64 and 0.0 <= meta["val_map50"] <= 1.0
+
+
+def test_flip_ablation_reports_a_paired_difference(demo):
+    import dagster as dg
+
+    from assets.experiments import flip_ablation
+    from pipeline.deployments import resources_for
+
+    result = dg.materialize([flip_ablation], instance=demo["instance"], resources=resources_for("local"),
+                            run_config={"ops": {"flip_ablation": {"config": {
+                                "epochs": 1, "imgsz": 64, "n_boot": 200,
+                                "extra": {"batch": 8, "workers": 0, "close_mosaic": 0, "warmup_epochs": 0}}}}})
+    assert result.success
+    report = json.loads((demo["store"] / "reports/experiments/flip_ablation.json").read_text())
+    assert report["arms"]["flip_off"]["fliplr"] == 0.0 and report["arms"]["flip_on"]["fliplr"] == 0.5
+    paired = report["paired_flip_on_minus_off"]
+    assert paired["frames"] > 0 and paired["videos"] >= 2 and len(paired["recall_diff_ci"]) == 2

@@ -140,6 +140,21 @@ def test_new_clip_is_requested_once_stable(backend: Backend, instance: dg.Dagste
     assert second.run_requests[0].partition_key in instance.get_dynamic_partitions("buffer_clips")
 
 
+def test_cameras_sharing_a_day_are_each_requested_once(backend: Backend, instance: dg.DagsterInstance) -> None:
+    """The cursor groups clips by day; one camera's listing of that day must not evict the other's clips."""
+    keys = [CLIP, "buffer/cam2/2026-07-01/080000.mp4", "buffer/cam3/2026-07-01/120000.mp4"]
+    for key in keys:
+        backend.seeder.write_bytes(key, b"x")
+    cursor = None
+    requested = []
+    for _ in range(4):
+        result = tick(buffer_footage_sensor, instance, backend.store, cursor)
+        requested += [r.partition_key for r in result.run_requests]
+        cursor = result.cursor
+    assert sorted(requested) == [CLIP_PARTITION, "cam2|2026-07-01|080000", "cam3|2026-07-01|120000"]
+    assert cursor_keys(result) == set(keys)
+
+
 def test_non_clips_and_quality_logs_are_ignored(backend: Backend, instance: dg.DagsterInstance) -> None:
     for key in ("buffer/quality/2026-07-01.parquet", "buffer/cam1/2026-07-01/notes.txt",
                 "buffer/cam1/2026-07-01/sub/080000.mp4", "buffer/cam1/not-a-day/080000.mp4", CLIP):
