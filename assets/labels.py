@@ -13,9 +13,10 @@ from assets.footage import plant_photo_frames, read_video_manifest, stage_a_samp
 from pipeline import keys
 from pipeline.agreement import box_agreement
 from pipeline.cvat import LabelMapping, read_export
-from pipeline.errors import AnnotationError
+from pipeline.errors import AnnotationError, PipelineInputError
 from pipeline.hashing import sha256_bytes
-from pipeline.split import (DEPLOYMENT_TEST, SplitConfig, assign_splits, frame_splits, leaks, ratio_report,
+from pipeline.near_duplicates import cross_split_pairs, hash_frames
+from pipeline.split import (DEPLOYMENT_TEST, SPLITS, SplitConfig, assign_splits, frame_splits, leaks, ratio_report,
                             split_csv)
 from pipeline.yolo_dataset import dataset_yaml, files_under, write_yolo_dataset
 from resources.storage import ArtifactStore
@@ -35,6 +36,10 @@ class AnnotationsConfig(dg.Config):
     clip_tolerance_px: float = 2.0
 
 
+VIDEO_TASK_PREFIX = "video-"  # annotations/incoming/video-<video_id>/<annotator>/: a CVAT video task of that video
+SOURCE_PREFERENCE = ("ops", "stage_a")  # the same video frame extracted twice: labels go to the ops frame
+
+
 def _export_parts(key: str) -> tuple[str, str]:
     parts = key[len(keys.INCOMING_ANNOTATIONS):].split("/")
     if len(parts) != 3:
@@ -43,22 +48,68 @@ def _export_parts(key: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def task_video(task: str) -> str | None:
+    """The video_id a task folder names (``video-<video_id>``), else None."""
+    return (task[len(VIDEO_TASK_PREFIX):] or None) if task.startswith(VIDEO_TASK_PREFIX) else None
+
+
+def export_manifest(store: ArtifactStore) -> pd.DataFrame:
+    """What exports are matched against: every frame we extracted, by the name it has in a task package and,
+    for video frames (frame_index known, photos excluded), by its frame number in its video, with the video's
+    file name (for a video export's <source>) and the frame size. Ops frames come first, so a frame extracted
+    both as an ops and a Stage A frame gets a video task's labels on its ops key."""
+    frames = load_frame_manifests(store)
+    video_files: dict[str, str] = {}
+    if store.exists(keys.VIDEO_MANIFEST):
+        videos = read_video_manifest(store)
+        video_files = dict(zip(videos["video_id"].astype(str), videos["key"].astype(str).str.rsplit("/", n=1).str[-1]))
+    frame_index = pd.to_numeric(frames["frame_index"], errors="coerce") if "frame_index" in frames else \
+        pd.Series(float("nan"), index=frames.index)
+    is_video = (frames["source"] != "photos") & frame_index.notna()
+    manifest = pd.DataFrame({
+        "frame_key": frames["frame_key"].astype(str),
+        "file_name": frames["frame_key"].astype(str).map(keys.package_file_name),
+        "source_frame": frame_index.where(is_video).astype("Int64"),
+        "video_id": frames["video_id"].astype(str),
+        "video_file": frames["video_id"].astype(str).map(video_files).where(frames["source"] != "photos"),
+        "width": frames["width"], "height": frames["height"],
+    })
+    preference = frames["source"].map({s: i for i, s in enumerate(SOURCE_PREFERENCE)}).fillna(len(SOURCE_PREFERENCE))
+    order = pd.DataFrame({"p": preference, "k": manifest["frame_key"]}).sort_values(["p", "k"], kind="stable").index
+    return manifest.loc[order].reset_index(drop=True)
+
+
+def _export_error(exc: PipelineInputError, key: str, local: str, uri: str) -> PipelineInputError:
+    """The same error, naming the export by its storage key (not the local copy it was read from)."""
+    where = exc.file.replace(local, key) if local in exc.file else f"{key} ({exc.file})"
+    remedy = (f"{exc.remedy}. Then replace {key} ({uri}) with the corrected export or remove it: every export "
+              f"under {keys.INCOMING_ANNOTATIONS} is imported on each run")
+    return type(exc)(where, exc.field, exc.value, remedy, problem=exc.problem)
+
+
 @dg.asset(deps=[cvat_exports, video_frames, stage_a_sample, plant_photo_frames], group_name="labels",
           kinds={"pandas", "parquet"})
 def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, store: ArtifactStore) -> dg.MaterializeResult:
-    """Every CVAT export, validated and matched to our own frames by file name, in one table."""
+    """Every CVAT export, validated and matched to our own frames, in one table.
+
+    Image exports (COCO 1.0, CVAT for images) match by the image names of the task package. "CVAT for video
+    1.1" exports match by frame number within one of our videos: filed under
+    annotations/incoming/video-<video_id>/<annotator>/, or else the export's <source> is the video's file
+    name; every task frame must be one we extracted (task start frame and step lined up with ours)."""
     mapping = LabelMapping(mapping=dict(config.label_mapping), classes=["person"], ignore=set(config.ignore_labels))
-    frames = load_frame_manifests(store)
-    manifest = pd.DataFrame({"frame_key": frames["frame_key"],
-                             "file_name": frames["frame_key"].map(keys.package_file_name)})
+    manifest = export_manifest(store)
     boxes, images, per_export = [], [], []
     exports = sorted((i for i in store.list_keys(keys.INCOMING_ANNOTATIONS)
                       if i.key.endswith((".zip", ".json", ".xml"))), key=lambda i: (i.last_modified, i.key))
     for info in exports:
         task, annotator = _export_parts(info.key)
         with store.local_copy(info.key) as local:
-            result = read_export(Path(local), annotator=annotator, task=task, mapping=mapping,
-                                 frame_manifest=manifest, clip_tolerance_px=config.clip_tolerance_px)
+            try:
+                result = read_export(Path(local), annotator=annotator, task=task, mapping=mapping,
+                                     frame_manifest=manifest, clip_tolerance_px=config.clip_tolerance_px,
+                                     video=task_video(task))
+            except PipelineInputError as exc:
+                raise _export_error(exc, info.key, str(local), store.uri(info.key)) from exc
         result.table["export_file"] = info.key
         result.images["export_file"] = info.key
         result.images["annotator"] = annotator
@@ -136,10 +187,12 @@ def split_key(version: str = DATA_VERSION) -> str:
 
 
 def labelled_frames(store: ArtifactStore) -> pd.DataFrame:
-    """One row per labelled frame with its source video (photos are their own 'video')."""
+    """One row per labelled frame with its source video (photos are their own 'video'). Monthly hard
+    examples (source 'hard', post-install buffer frames) are not part of the v0 split: Stage C assigns
+    them by camera-day, never to the frozen test split (pipeline/versioning.py, docs/retraining.md)."""
     images = read_parquet(store, IMAGES_KEY)
     frames = load_frame_manifests(store)
-    labelled = frames[frames["frame_key"].isin(set(images["frame_key"]))]
+    labelled = frames[frames["frame_key"].isin(set(images["frame_key"])) & (frames["source"] != "hard")]
     return labelled.drop_duplicates("frame_key").reset_index(drop=True)
 
 
@@ -193,6 +246,30 @@ def split_ratios_within_tolerance(store: ArtifactStore) -> dg.AssetCheckResult:
     report = ratio_report(assignment, SplitConfig(tuple(settings["ratios"]), settings["seed"],
                                                   settings["by_camera_day"], settings["ratio_tolerance"]))
     return dg.AssetCheckResult(passed=bool(report["within_tolerance"].all()), metadata={"ratios": md_table(report)})
+
+
+class NearDuplicateConfig(dg.Config):
+    max_distance: int = 6  # Hamming distance (bits of 64) at or below which two frames count as near-duplicates
+    max_rows: int = 50     # pairs listed in the metadata table (the count is always complete)
+
+
+@dg.asset_check(asset=dataset_split, blocking=False,
+                description="No near-duplicate frames (perceptual hash within max_distance bits) in two splits")
+def near_duplicates_across_splits(context: dg.AssetCheckExecutionContext, config: NearDuplicateConfig,
+                                  store: ArtifactStore) -> dg.AssetCheckResult:
+    table = read_split(store)
+    hashes = hash_frames(table["frame_key"], store.read_bytes)
+    pairs = cross_split_pairs(table["frame_key"], table["split"], hashes, config.max_distance,
+                              split_order=(*SPLITS, DEPLOYMENT_TEST))
+    by_splits = pairs.groupby(["split_a", "split_b"]).size().rename("pairs").reset_index() if len(pairs) else \
+        pd.DataFrame(columns=["split_a", "split_b", "pairs"])
+    return dg.AssetCheckResult(
+        passed=len(pairs) == 0, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"near_duplicate_pairs": len(pairs), "frames_hashed": len(table),
+                  "max_distance": config.max_distance, "by_splits": md_table(by_splits),
+                  "pairs": md_table(pairs, config.max_rows),
+                  "remedy": "look at the pairs: the same scene in two splits inflates val/test figures; drop one "
+                            "frame of each pair, or put their videos in one split (same camera-day)"})
 
 
 def primary_labels(images: pd.DataFrame, boxes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

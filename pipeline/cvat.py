@@ -8,6 +8,13 @@ Accepted exports (the format is detected from the content, not the file name):
 * CVAT for video 1.1: ``annotations.xml`` with ``<track>`` elements; frame numbers are absolute video
   frames ``start_frame + k * step`` and boxes are interpolated between keyframes as CVAT does.
 
+A video export is matched to our frames by frame number, within one of our videos: the ``video`` argument
+names it (the annotations asset takes it from the task folder ``annotations/incoming/video-<video_id>/``),
+else the export's ``<meta><source>`` (the file name CVAT recorded when the video was uploaded) must be the
+``video_file`` of exactly one video in the frame manifest. Every frame of the task must be a frame we
+extracted from that video (so the task's start frame and frame step must line up with our extraction), and
+the export's frame size must be that of our frames; anything else is an error naming what to change.
+
 Only rectangles become boxes. COCO bboxes are rectangles by construction (CVAT converts polygons and
 masks). In XML, other shapes (polygon, polyline, points, ellipse, mask, cuboid, skeleton) are counted in
 ``counts['non_box_shapes']``; one whose label maps to a class is an error by default, because dropping it
@@ -167,6 +174,8 @@ class ImportResult:
     format: str             # "coco" | "cvat_images" | "cvat_video"
     export_file: str
     export_sha256: str
+    video_id: str | None = None       # video exports matched to a manifest: our video the task was made from
+    video_source: str | None = None   # video exports: the file name in the export's <meta><source>
 
 
 # --------------------------------------------------------------------------------------------- import
@@ -174,7 +183,8 @@ class ImportResult:
 
 def read_export(path: Path, *, annotator: str, task: str, mapping: LabelMapping,
                 frame_manifest: pd.DataFrame | None = None, clip_tolerance_px: float = 2.0,
-                non_box_shapes: str = "error", limits: ArchiveLimits = ArchiveLimits()) -> ImportResult:
+                non_box_shapes: str = "error", limits: ArchiveLimits = ArchiveLimits(),
+                video: str | None = None) -> ImportResult:
     """Import one CVAT export (zip, bare .json/.xml, or unpacked directory) into an ImportResult.
 
     ``frame_manifest`` (columns ``frame_key``, ``file_name``, optional ``source_frame``): the manifest of
@@ -182,6 +192,12 @@ def read_export(path: Path, *, annotator: str, task: str, mapping: LabelMapping,
     (or, for video exports, by ``source_frame`` when the manifest has it). Without it, ``frame_key`` is the
     export's file name. Boxes overshooting the image by at most ``clip_tolerance_px`` are clipped and
     counted; beyond that they are an error.
+
+    Video exports and a manifest holding several videos: optional manifest columns ``video_id`` and
+    ``video_file`` (the video's file name), ``width``/``height``; ``video`` names the video_id the CVAT task
+    was made from (ignored for image exports). See the module docstring for the rules. Where several manifest
+    rows of the video carry the same ``source_frame`` (the same frame extracted twice), the first row wins:
+    order the manifest by preference.
     """
     path = Path(path)
     shown = str(path)
@@ -195,6 +211,8 @@ def read_export(path: Path, *, annotator: str, task: str, mapping: LabelMapping,
         raise PipelineInputError(shown, "clip_tolerance_px", clip_tolerance_px, "use a finite value >= 0")
     if non_box_shapes not in ("error", "skip"):
         raise PipelineInputError(shown, "non_box_shapes", non_box_shapes, "use 'error' or 'skip'")
+    if video is not None and (not isinstance(video, str) or not video.strip()):
+        raise PipelineInputError(shown, "video", video, "pass our video_id, or None to use the export's <source>")
     if not path.exists():
         raise AnnotationError(shown, "path", shown, "check the path of the downloaded export",
                               problem="export file not found")
@@ -222,7 +240,7 @@ def read_export(path: Path, *, annotator: str, task: str, mapping: LabelMapping,
     if parsed.format is None:
         raise AnnotationError(shown, "format", None, _FORMAT_REMEDY, problem="no annotations found in the export")
     return _finalize(parsed, export_file=path.name, export_sha=export_sha, annotator=annotator, task=task,
-                     manifest=frame_manifest, tol=float(clip_tolerance_px), shown=shown)
+                     manifest=frame_manifest, tol=float(clip_tolerance_px), shown=shown, video=video)
 
 
 class _Parsed:
@@ -253,6 +271,11 @@ class _Parsed:
         self.b_raw: list[Any] = []
         self.non_box_counts: dict[str, int] = {}
         self.hidden = 0                    # boxes skipped because outside="1"
+        # video exports: <meta><source> (the uploaded file name) and (start_frame, stop_frame, step)
+        self.video_source: str | None = None
+        self.video_frames: tuple[int, int, int] | None = None
+        self.video_size: tuple[int, int] | None = None
+        self.video_matched: str | None = None  # our video_id, set by the manifest resolution
 
     def set_format(self, fmt: str, source: str) -> None:
         if self.format not in (None, fmt):
@@ -684,6 +707,11 @@ def _parse_cvat_video(root: ET.Element, tracks: list[ET.Element], scope: ET.Elem
     w = _size(size.findtext("width"), source, f"meta/{scope.tag}/original_size/width")
     h = _size(size.findtext("height"), source, f"meta/{scope.tag}/original_size/height")
 
+    meta_el = root.find("meta")
+    source_name = (meta_el.findtext("source") if meta_el is not None else None) or scope.findtext("source")
+    p.video_source = source_name.strip() if source_name and source_name.strip() else None
+    p.video_frames = (start, stop, step)
+    p.video_size = (w, h)
     n = (stop - start) // step + 1
     frames = start + step * np.arange(n, dtype=np.int64)
     p.img_id.extend(range(n))  # CVAT's frame index within the task
@@ -771,7 +799,7 @@ def _track_boxes(shapes: list[ET.Element], tid: int, label: str, start: int, sto
 
 
 def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, task: str,
-              manifest: pd.DataFrame | None, tol: float, shown: str) -> ImportResult:
+              manifest: pd.DataFrame | None, tol: float, shown: str, video: str | None = None) -> ImportResult:
     n_img = len(p.img_id)
     img_w = np.asarray(p.img_w, dtype=np.int64)
     img_h = np.asarray(p.img_h, dtype=np.int64)
@@ -845,7 +873,7 @@ def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, 
               "delete the box in CVAT and export again")
 
     # frame keys
-    frame_keys, unmatched_manifest = _frame_keys(p, manifest, shown)
+    frame_keys, unmatched_manifest = _frame_keys(p, manifest, shown, video)
     subsets = np.asarray(p.img_subset, dtype=object)
     img_frame = _nullable_int(p.img_frame)
     img_ids = np.asarray(p.img_id, dtype=np.int64)
@@ -909,9 +937,11 @@ def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, 
         "non_box_shapes": dict(sorted(p.non_box_counts.items())),
         "outside_shapes": int(p.hidden),
         "manifest_frames_not_in_export": unmatched_manifest,
+        "video_id": p.video_matched,
+        "video_source": p.video_source,
     }
     return ImportResult(table=table, images=images, counts=counts, format=p.format or "", export_file=export_file,
-                        export_sha256=export_sha)
+                        export_sha256=export_sha, video_id=p.video_matched, video_source=p.video_source)
 
 
 def _describe(p: _Parsed, j: int) -> tuple[str, Any]:
@@ -948,7 +978,8 @@ def _norm_name(name: str) -> str:
     return name
 
 
-def _frame_keys(p: _Parsed, manifest: pd.DataFrame | None, shown: str) -> tuple[np.ndarray, int | None]:
+def _frame_keys(p: _Parsed, manifest: pd.DataFrame | None, shown: str,
+                video: str | None = None) -> tuple[np.ndarray, int | None]:
     n = len(p.img_id)
     if manifest is None:
         if len(set(p.img_subset)) > 1:
@@ -957,7 +988,7 @@ def _frame_keys(p: _Parsed, manifest: pd.DataFrame | None, shown: str) -> tuple[
             keys = list(p.img_file)
         unmatched = None
     else:
-        keys, unmatched = _resolve_manifest(p, manifest, shown)
+        keys, unmatched = _resolve_manifest(p, manifest, shown, video)
     arr = np.asarray(keys, dtype=object) if n else np.empty(0, dtype=object)
     if n:
         uniq, first, cnt = np.unique(arr.astype(str), return_index=True, return_counts=True)
@@ -970,7 +1001,8 @@ def _frame_keys(p: _Parsed, manifest: pd.DataFrame | None, shown: str) -> tuple[
     return arr, unmatched
 
 
-def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str) -> tuple[list[str], int]:
+def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str,
+                      video: str | None = None) -> tuple[list[str], int]:
     if not isinstance(manifest, pd.DataFrame):
         raise PipelineInputError(shown, "frame_manifest", type(manifest).__name__, "pass a pandas DataFrame")
     for col in ("frame_key", "file_name"):
@@ -990,15 +1022,7 @@ def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str) -> tuple[l
               "(the export's images must be that package's images, unrenamed)")
     out: list[str] = []
     if p.format == "cvat_video" and "source_frame" in manifest.columns and manifest["source_frame"].notna().any():
-        by_frame: dict[int, str] = {}
-        for f, k in zip(manifest["source_frame"].tolist(), keys_col):
-            if not pd.isna(f):
-                by_frame[int(f)] = k
-        for i, f in enumerate(p.img_frame):
-            k = by_frame.get(f)
-            if k is None:
-                raise AnnotationError(p.img_src[i], "frame", f, remedy, problem="video frame not in the task manifest")
-            out.append(k)
+        return _resolve_video(p, manifest, video, shown)
     else:
         exact = named
         base: dict[str, str | None] = {}
@@ -1023,6 +1047,99 @@ def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str) -> tuple[l
                                       else "export image matches no frame in the task manifest")
             out.append(k)
     return out, len(set(keys_col) - set(out))
+
+
+_VIDEO_REMEDY = ("file the export under annotations/incoming/video-<video_id>/<annotator>/ (read_export(video=...)) "
+                 "so it names the video the CVAT task was made from")
+
+
+def _pick_video(p: _Parsed, rows: pd.DataFrame, video: str | None, src: str) -> str | None:
+    """Our video_id the video task was made from (None: the manifest holds one video and names none)."""
+    if "video_id" not in rows.columns:
+        if video is not None:
+            raise PipelineInputError("frame_manifest", "video_id", list(rows.columns), "add the video_id column to the "
+                                     "manifest so the export's video can be selected", problem="missing column")
+        return None
+    vids = rows["video_id"].astype(str)
+    known = sorted(set(vids))
+    files: dict[str, set[str]] = {}
+    if "video_file" in rows.columns:
+        for v, f in zip(vids, rows["video_file"].tolist()):
+            if isinstance(f, str) and f:
+                files.setdefault(_basename(_norm_name(f)), set()).add(v)
+    source = _basename(_norm_name(p.video_source)) if p.video_source else None
+    if video is not None:
+        if video not in set(known):
+            raise AnnotationError(src, "video", video, "extract the frames of that video first (video_frames for "
+                                  f"partition {video!r}), or check the video id; videos with frames: {known[:8]}",
+                                  problem="no extracted frames of the video this export is filed under")
+        owners = files.get(source, set()) if source else set()
+        if owners and video not in owners:
+            raise AnnotationError(src, "meta/source", p.video_source, f"this is an export of {sorted(owners)[0]!r} "
+                                  f"(its <source> is that video's file) but it is filed under video {video!r}; move "
+                                  "it to annotations/incoming/video-<the right video_id>/<annotator>/",
+                                  problem="export filed under another video")
+        return video
+    if len(known) == 1 and not source:
+        return known[0]
+    if not source:
+        raise AnnotationError(src, "meta/source", None, "the export does not name its video file; " + _VIDEO_REMEDY,
+                              problem="cannot tell which of our videos this video task was made from")
+    owners = files.get(source, set())
+    if len(owners) == 1:
+        return next(iter(owners))
+    if not owners and len(known) == 1 and not files:
+        return known[0]
+    raise AnnotationError(src, "meta/source", p.video_source,
+                          ("several of our videos have that file name: " + str(sorted(owners)[:4]) if owners else
+                           f"no video of ours has that file name (ours: {sorted(files)[:6]})") + "; " + _VIDEO_REMEDY,
+                          problem="cannot tell which of our videos this video task was made from")
+
+
+def _resolve_video(p: _Parsed, manifest: pd.DataFrame, video: str | None, shown: str) -> tuple[list[str], int]:
+    """Frame keys of a video export: by absolute frame number within the one video the task was made from."""
+    src = p.img_src[0] if p.img_src else shown
+    rows = manifest[manifest["source_frame"].notna()]
+    chosen = _pick_video(p, rows, video, src)
+    if chosen is not None:
+        rows = rows[rows["video_id"].astype(str) == chosen]
+    p.video_matched = chosen
+    named = f"video {chosen!r}" if chosen is not None else "the video"
+    if p.video_size is not None and {"width", "height"} <= set(rows.columns):
+        sizes = set(zip(rows["width"].astype(int), rows["height"].astype(int)))
+        if p.video_size not in sizes:
+            w, h = p.video_size
+            raise AnnotationError(src, "meta/task/original_size", f"{w}x{h}", f"our frames of {named} are "
+                                  + ", ".join(f"{a}x{b}" for a, b in sorted(sizes)) + "; the task was made from "
+                                  "another (or a resized) video: " + _VIDEO_REMEDY + ", with the video as stored",
+                                  problem="frame size differs from our frames of the video")
+    row_keys = rows["frame_key"].astype(str).tolist()
+    by_frame: dict[int, str] = {}
+    for f, k in zip(rows["source_frame"].tolist(), row_keys):
+        by_frame.setdefault(int(f), k)  # the same frame extracted twice: the first row (preferred) wins
+    out: list[str] = []
+    missing: list[int] = []
+    for f in p.img_frame:
+        k = by_frame.get(f)
+        if k is None:
+            missing.append(int(f))
+        else:
+            out.append(k)
+    if missing:
+        ours = np.unique(np.fromiter(by_frame, dtype=np.int64, count=len(by_frame)))
+        step = int(np.gcd.reduce(np.diff(ours))) if ours.size > 1 else 0
+        start, stop, t_step = p.video_frames or (min(p.img_frame), max(p.img_frame), 1)
+        shown_ours = ", ".join(map(str, ours[:6].tolist())) + (", ..." if ours.size > 6 else "")
+        plan = (f"start frame {int(ours[0])}, frame step {step} (or a multiple), stop frame <= {int(ours[-1])}"
+                if step else f"only frame {int(ours[0])}")
+        raise AnnotationError(src, "frame", missing[0],
+                              f"the task's frames are {start} + k*{t_step} up to {stop}, but the frames we extracted "
+                              f"from {named} are frame numbers {shown_ours}: create the CVAT task from the video with "
+                              f"{plan} (CVAT: Advanced configuration), annotate and export again",
+                              problem=f"video frame not in the task manifest ({len(missing)} of the task's "
+                                      f"{len(p.img_frame)} frames are not frames we extracted from {named}: the "
+                                      "task's start frame, frame step or stop frame does not line up with ours)")
+    return out, len(set(row_keys) - set(out))
 
 
 # --------------------------------------------------------------------------------------------- packages

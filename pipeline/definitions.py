@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import buffer, experiments, export, footage, labels, models
+from assets import buffer, experiments, export, footage, labels, models, retraining
 from pipeline.deployments import resources_for
-from pipeline.jobs import annotations_job, buffer_frames_job, frames_job, monthly_retraining_job, training_job
+from pipeline.jobs import (annotations_job, buffer_frames_job, frames_job, monthly_retraining_job,
+                           production_freshness_job, retraining_resume_job, rollback_production_job, training_job)
 from pipeline.schedules import monthly_retraining_schedule
 from pipeline.sensors import annotation_exports_sensor, buffer_footage_sensor
 
-ASSET_MODULES = (footage, labels, models, export, buffer, experiments)
+ASSET_MODULES = (footage, labels, models, export, buffer, experiments, retraining)
 
 
 def build_definitions(deployment: str | None = None, env=None) -> dg.Definitions:
@@ -17,9 +18,9 @@ def build_definitions(deployment: str | None = None, env=None) -> dg.Definitions
         assets=dg.load_assets_from_modules(ASSET_MODULES),
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
         jobs=[frames_job, buffer_frames_job, annotations_job, training_job, monthly_retraining_job,
-              experiments.profiles_job],
-        schedules=[monthly_retraining_schedule],
-        sensors=[buffer_footage_sensor, annotation_exports_sensor],
+              experiments.profiles_job, retraining_resume_job, rollback_production_job, production_freshness_job],
+        schedules=[monthly_retraining_schedule, retraining.production_freshness_schedule],
+        sensors=[buffer_footage_sensor, annotation_exports_sensor, retraining.hard_example_labels_sensor],
         resources=resources_for(deployment, env),
     )
 

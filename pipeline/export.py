@@ -2,7 +2,12 @@
 
 The Jetson side expects one input `images` of shape (1, 3, imgsz, imgsz) and one output `output0`
 of shape (1, 4 + classes, anchors). The default opset (17) is one TensorRT 8.5/8.6 (JetPack 5 /
-6.0) parses.
+6.0) parses; another opset can be asked for, and the file is checked to hold exactly that one.
+
+`preprocess` (letterbox to imgsz, RGB, CHW, /255) and `decode` (NMS, person class, boxes back to the
+frame's pixels) are the one definition of what goes into and comes out of the network: parity,
+INT8 calibration (`pipeline.calibration`) and engine validation (`pipeline.engine_validation`) all
+use them, so PyTorch, onnxruntime and TensorRT are always fed the same tensors.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from pipeline.offline import ultralytics_yolo
 DEFAULT_OPSET = 17
 EXPECTED_INPUT = "images"
 EXPECTED_OUTPUT = "output0"
+PERSON_CLASS = 0
+_DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 @dataclass(frozen=True)
@@ -28,12 +35,34 @@ class OnnxSpec:
     output_shape: list[int]
     opset: int
 
+    @property
+    def n_classes(self) -> int:
+        return self.output_shape[1] - 4 if len(self.output_shape) == 3 else -1
+
     def to_metadata(self) -> dict:
         return asdict(self)
 
 
+def onnx_opset(model_or_path) -> int:
+    """The default-domain ('' / 'ai.onnx') opset of an ONNX model (a path or a loaded ModelProto)."""
+    import onnx
+
+    model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) \
+        else model_or_path
+    for entry in model.opset_import:
+        if entry.domain in _DEFAULT_DOMAINS:
+            return int(entry.version)
+    raise PipelineInputError(str(model_or_path) if isinstance(model_or_path, (str, Path)) else "ONNX model",
+                             "opset_import", [(e.domain, e.version) for e in model.opset_import],
+                             "re-export the model: it declares no default-domain opset", problem="no ONNX opset")
+
+
 def export_onnx(weights: Path, out_path: Path, *, imgsz: int, opset: int = DEFAULT_OPSET) -> Path:
-    """Export `weights` to `out_path` (static shape, simplified). Work happens in a copy of the weights."""
+    """Export `weights` to `out_path` (static shape, simplified) with exactly `opset`.
+
+    Work happens in a copy of the weights. A file with another opset than asked for (the exporter
+    may clamp it to what the installed torch supports) is refused rather than shipped silently."""
+    out_path = Path(out_path)
     work = out_path.parent / f".export-{out_path.stem}"
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -41,42 +70,124 @@ def export_onnx(weights: Path, out_path: Path, *, imgsz: int, opset: int = DEFAU
         shutil.copyfile(weights, local)
         produced = ultralytics_yolo()(str(local)).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True,
                                                          dynamic=False, device="cpu", verbose=False)
+        got = onnx_opset(Path(produced))
+        if got != opset:
+            raise PipelineInputError(str(weights), "opset", got,
+                                     f"asked for opset {opset} but the exporter wrote opset {got}; use an opset the "
+                                     "installed torch can export (17 works with TensorRT 8.5/8.6 on JetPack 5/6)",
+                                     problem="ONNX opset differs from the one asked for")
         shutil.move(str(produced), out_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out_path
 
 
-def inspect_onnx(path: Path, *, imgsz: int, n_classes: int) -> OnnxSpec:
-    """Run onnx.checker and validate names and shapes against what the Jetson side expects."""
+def inspect_onnx(path: Path, *, imgsz: int, n_classes: int, opset: int | None = None) -> OnnxSpec:
+    """Run onnx.checker and validate names, shapes (imgsz, class count) and, when given, the opset
+    against what the Jetson side expects. Raises `PipelineInputError` naming the mismatch."""
     import onnx
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
-    (inp,), (out,) = model.graph.input, model.graph.output
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    outputs = list(model.graph.output)
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise PipelineInputError(str(path), "graph", ([i.name for i in inputs], [o.name for o in outputs]),
+                                 "export the detector alone (one input 'images', one output 'output0')",
+                                 problem="ONNX graph must have exactly one input and one output")
+    (inp,), (out,) = inputs, outputs
 
     def dims(value) -> list[int]:
-        return [d.dim_value for d in value.type.tensor_type.shape.dim]
+        return [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
 
-    spec = OnnxSpec(inp.name, dims(inp), out.name, dims(out), int(model.opset_import[0].version))
+    spec = OnnxSpec(inp.name, dims(inp), out.name, dims(out), onnx_opset(model))
     expected_in = [1, 3, imgsz, imgsz]
     if spec.input_name != EXPECTED_INPUT or spec.input_shape != expected_in:
         raise PipelineInputError(str(path), "graph.input", (spec.input_name, spec.input_shape),
-                                 f"re-export with imgsz={imgsz}: the Jetson expects {EXPECTED_INPUT}{expected_in}",
-                                 problem="unexpected ONNX input")
-    if spec.output_name != EXPECTED_OUTPUT or spec.output_shape[:2] != [1, 4 + n_classes]:
+                                 f"re-export with imgsz={imgsz} and dynamic=False: the Jetson expects "
+                                 f"{EXPECTED_INPUT}{expected_in}",
+                                 problem=f"unexpected ONNX input (image size {spec.input_shape[2:]} is not "
+                                         f"{imgsz}x{imgsz})" if spec.input_name == EXPECTED_INPUT else
+                                         "unexpected ONNX input name")
+    if spec.output_name != EXPECTED_OUTPUT or len(spec.output_shape) != 3 or spec.output_shape[:2] != [1, 4 + n_classes]:
         raise PipelineInputError(str(path), "graph.output", (spec.output_name, spec.output_shape),
-                                 f"re-export the detector: the Jetson expects {EXPECTED_OUTPUT}[1, {4 + n_classes}, N]",
-                                 problem="unexpected ONNX output")
+                                 f"export the detector trained for {n_classes} class(es): the Jetson expects "
+                                 f"{EXPECTED_OUTPUT}[1, {4 + n_classes}, N]",
+                                 problem=f"unexpected ONNX output (the model has {spec.n_classes} classes, expected "
+                                         f"{n_classes})" if spec.output_name == EXPECTED_OUTPUT else
+                                         "unexpected ONNX output name")
+    if opset is not None and spec.opset != opset:
+        raise PipelineInputError(str(path), "opset_import", spec.opset, f"re-export with opset={opset}",
+                                 problem=f"ONNX opset {spec.opset} is not the expected {opset}")
     return spec
 
 
+# --------------------------------------------------------------------------- tensors in and out
+
+
 def _letterbox(image_bgr: np.ndarray, imgsz: int) -> np.ndarray:
+    """A BGR frame -> the network's (1, 3, imgsz, imgsz) float32 input."""
     from ultralytics.data.augment import LetterBox
 
-    boxed = LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)(image=image_bgr)
-    chw = boxed[..., ::-1].transpose(2, 0, 1)  # BGR -> RGB, HWC -> CHW
+    return to_tensor(LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)(image=image_bgr))
+
+
+def to_tensor(boxed_bgr: np.ndarray) -> np.ndarray:
+    """Letterboxed HWC uint8 BGR -> (1, 3, H, W) float32 RGB in [0, 1]."""
+    chw = boxed_bgr[..., ::-1].transpose(2, 0, 1)  # BGR -> RGB, HWC -> CHW
     return np.ascontiguousarray(chw, dtype=np.float32)[None] / 255.0
+
+
+def letterboxed_uint8(image: Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The frame letterboxed to imgsz (HWC uint8 BGR, what `to_tensor` scales), and the frame's (h, w)."""
+    import cv2
+    from ultralytics.data.augment import LetterBox
+
+    bgr = cv2.imread(str(image))
+    if bgr is None:
+        raise PipelineInputError(str(image), "image", None, "check the frame exists and is a readable JPEG/PNG",
+                                 problem="unreadable image")
+    return LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)(image=bgr), bgr.shape[:2]
+
+
+def preprocess(image: Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(1, 3, imgsz, imgsz) float32 RGB in [0, 1], letterboxed like Ultralytics; and the frame's (h, w)."""
+    boxed, shape = letterboxed_uint8(image, imgsz)
+    return to_tensor(boxed), shape
+
+
+def decode(raw: np.ndarray, *, imgsz: int, frame_shape: tuple[int, int] | None = None, conf: float = 0.001,
+           iou: float = 0.7, max_det: int = 300, person_class: int | None = PERSON_CLASS) -> np.ndarray:
+    """Raw (1, 4 + nc, N) output -> (n, 6) x1, y1, x2, y2, conf, class after NMS; boxes in the frame's
+    pixels when `frame_shape` is given (else in the letterboxed input's)."""
+    import torch
+    from ultralytics.utils.nms import non_max_suppression
+    from ultralytics.utils.ops import scale_boxes
+
+    prediction = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+    classes = None if person_class is None else [person_class]
+    det = non_max_suppression(prediction, conf_thres=conf, iou_thres=iou, classes=classes, max_det=max_det,
+                              max_time_img=10.0)[0]
+    if frame_shape is not None and len(det):
+        det[:, :4] = scale_boxes((imgsz, imgsz), det[:, :4], tuple(frame_shape))
+    return det.numpy()
+
+
+def torch_raw(model, tensor: np.ndarray) -> np.ndarray:
+    """One forward pass of an Ultralytics model (float32, eval) on a preprocessed tensor: raw output0."""
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.from_numpy(tensor))
+    return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
+
+
+def load_torch_model(weights: Path):
+    return ultralytics_yolo()(str(weights)).model.float().eval()
+
+
+# --------------------------------------------------------------------------- parity
 
 
 @dataclass
@@ -101,27 +212,29 @@ def parity(weights: Path, onnx_path: Path, images: list[Path], *, imgsz: int, bo
            score_tolerance: float = 1e-3,
            conf: float = 0.25, min_agreement: float = 0.98) -> ParityReport:
     """Same frames through PyTorch and onnxruntime: the largest raw output difference, and boxes
-    (after the same NMS) matched at IoU >= 0.9 with their confidence difference."""
-    import cv2
+    (after the same NMS) matched at IoU >= 0.9 with their confidence difference. Parity on no frames
+    proves nothing and is refused."""
     import onnxruntime as ort
-    import torch
-    from ultralytics.utils.nms import non_max_suppression
 
     from pipeline.boxes import greedy_match
 
-    torch_model = ultralytics_yolo()(str(weights)).model.float().eval()
+    if not images:
+        raise PipelineInputError(str(onnx_path), "images", [], "give parity at least one real frame",
+                                 problem="parity needs frames")
+    torch_model = load_torch_model(weights)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     box_diff, score_diff, n_t, n_o, matched, conf_diff = 0.0, 0.0, 0, 0, 0, 0.0
     for image in images:
-        tensor = _letterbox(cv2.imread(str(image)), imgsz)
-        with torch.no_grad():
-            raw_t = torch_model(torch.from_numpy(tensor))
-            raw_t = (raw_t[0] if isinstance(raw_t, (list, tuple)) else raw_t).numpy()
+        tensor, _ = preprocess(image, imgsz)
+        raw_t = torch_raw(torch_model, tensor)
         raw_o = session.run(None, {session.get_inputs()[0].name: tensor})[0]
+        if raw_t.shape != raw_o.shape:
+            raise PipelineInputError(str(onnx_path), "output0", (list(raw_t.shape), list(raw_o.shape)),
+                                     "export the ONNX from these weights", problem="ONNX and PyTorch output shapes differ")
         box_diff = max(box_diff, float(np.abs(raw_t[:, :4] - raw_o[:, :4]).max()))
         score_diff = max(score_diff, float(np.abs(raw_t[:, 4:] - raw_o[:, 4:]).max()))
-        det_t = non_max_suppression(torch.from_numpy(raw_t), conf_thres=conf)[0].numpy()
-        det_o = non_max_suppression(torch.from_numpy(raw_o), conf_thres=conf)[0].numpy()
+        det_t = decode(raw_t, imgsz=imgsz, conf=conf, iou=0.45, person_class=None)
+        det_o = decode(raw_o, imgsz=imgsz, conf=conf, iou=0.45, person_class=None)
         n_t += len(det_t)
         n_o += len(det_o)
         pairs = greedy_match(det_t[:, :4], det_o[:, :4], det_o[:, 4], iou_threshold=0.9)

@@ -481,15 +481,24 @@ def _decoded_targets(
     for target, rank in plan.picks:
         waiting.setdefault(index.frame_pts[rank], []).append((target, rank, index.frame_times[rank]))
 
-    with _open_video(path) as (container, stream):
-        codec = stream.codec_context
-        codec.thread_type = "FRAME"
-        codec.thread_count = threads
-        frames = _decode_runs(container, stream, index, plan.runs, counters, drain_each_run=_has_reordering(index))
-        for frame in frames:
-            wanted = waiting.pop(frame.pts, None) if frame.pts is not None else None
-            if wanted is not None:
-                yield frame, wanted
+    # First pass: frame threads, spans pipelined when the stream allows it. A corrupt packet can make
+    # the final drain stop early (the error ends it) and lose frames still inside the decoder; those
+    # are decoded again alone, single-threaded and drained span by span, where an error costs only
+    # its own frame.
+    passes = [(plan.runs, threads, _has_reordering(index))]
+    while passes:
+        runs, thread_count, drain_each_run = passes.pop()
+        with _open_video(path) as (container, stream):
+            codec = stream.codec_context
+            codec.thread_type = "FRAME"
+            codec.thread_count = thread_count
+            for frame in _decode_runs(container, stream, index, runs, counters, drain_each_run=drain_each_run):
+                wanted = waiting.pop(frame.pts, None) if frame.pts is not None else None
+                if wanted is not None:
+                    yield frame, wanted
+        if waiting and not (thread_count == 1 and drain_each_run):
+            retry = _plan(index, [target for picks in waiting.values() for target, _, _ in picks])
+            passes.append((retry.runs, 1, True))
 
     if waiting:
         missing = sorted(_seconds(pts, index.start_pts, index.time_base) for pts in waiting)

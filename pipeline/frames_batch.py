@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BadFootageError
-from pipeline.frames import FrameRecord, extract_frames
+from pipeline.frames import FrameRecord, default_frame_name, extract_frames
 
 
 @dataclass(frozen=True)
@@ -102,16 +102,39 @@ def run_job(job: FrameJob, threads: int = 1) -> tuple[str, list[FrameRecord] | V
         return job.video_id, _error_of(job, exc)
 
 
-def _init_worker() -> None:
+def _remove_partial_output(job: FrameJob) -> None:
+    """What a worker that died mid-video may have left: its JPEGs and their temp files."""
+    out_dir = Path(job.out_dir)
+    for target in set(job.targets_s):
+        name = default_frame_name(target)
+        (out_dir / name).unlink(missing_ok=True)
+        for temp in out_dir.glob(f".{name}.*.tmp"):
+            temp.unlink(missing_ok=True)
+
+
+_STARTED: Any = None  # in a worker: the queue that tells the parent which video it is working on
+
+
+def _init_worker(started: Any) -> None:
+    global _STARTED
+    _STARTED = started
     # One busy thread per process: the pool provides the parallelism.
     import cv2
 
     cv2.setNumThreads(1)
 
 
+def _run_reporting_start(runner: Callable[[FrameJob, int], tuple[str, Any]], job: FrameJob, threads: int):
+    _STARTED.put(job.video_id)
+    return runner(job, threads)
+
+
 def _context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])  # workers fork with the decoder libraries loaded
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _check_jobs(jobs: list[FrameJob]) -> None:
@@ -123,52 +146,71 @@ def _check_jobs(jobs: list[FrameJob]) -> None:
         raise ValueError("every job needs its own out_dir (JPEG names repeat between videos)")
 
 
+Runner = Callable[[FrameJob, int], tuple[str, "list[FrameRecord] | VideoError"]]
+
+
 def extract_many(
     jobs: Iterable[FrameJob],
     workers: int = 2,
     *,
     threads_per_worker: int = 1,
-    runner: Callable[[FrameJob, int], tuple[str, list[FrameRecord] | VideoError]] = run_job,
+    runner: Runner = run_job,
 ) -> BatchResult:
     """Extract every job in `workers` separate processes; per-video records and errors.
 
     Each video is all or nothing (see `extract_frames`): a failed one leaves no JPEGs. If a worker
-    process dies (a crash inside a decoder), the videos that were in flight are retried one at a
-    time in fresh processes, so only the one that kills its worker is reported ("WorkerCrash").
-    `runner` is the function run per job in the workers (module-level, picklable); tests replace it.
+    process dies (a crash inside a decoder), the pool is replaced: the videos that were being worked
+    on are retried one at a time in a fresh process, so only the one that kills its worker again is
+    reported ("WorkerCrash", its partial JPEGs removed), and the videos not yet started go on in a
+    new pool. `runner` is the function run per job in the workers (module-level, picklable); tests
+    replace it.
     """
     jobs = list(jobs)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     _check_jobs(jobs)
     result = BatchResult()
-    if not jobs:
-        return result
-
-    def collect(futures: dict[Future, FrameJob]) -> list[FrameJob]:
-        crashed = []
-        for future, job in futures.items():
-            try:
-                video_id, outcome = future.result()
-            except BrokenProcessPool:
-                crashed.append(job)
-                continue
-            except Exception as exc:  # noqa: BLE001 - e.g. a result that did not pickle
-                result.errors[job.video_id] = _error_of(job, exc)
-                continue
-            if isinstance(outcome, VideoError):
-                result.errors[video_id] = outcome
-            else:
-                result.records[video_id] = outcome
-        return crashed
-
     context = _context()
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
-                             initializer=_init_worker) as pool:
-        crashed = collect({pool.submit(runner, job, threads_per_worker): job for job in jobs})
-    for job in crashed:  # alone in a fresh process: a crash now is this video's own
-        with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_init_worker) as pool:
-            if collect({pool.submit(runner, job, threads_per_worker): job}):
+
+    def run_pool(batch: list[FrameJob], size: int) -> tuple[list[FrameJob], set[str]]:
+        """Run `batch`; return the jobs lost to a broken pool and the ids that had started."""
+        started = context.SimpleQueue()
+        futures: dict[Future, FrameJob] = {}
+        lost: list[FrameJob] = []
+        with ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=_init_worker,
+                                 initargs=(started,)) as pool:
+            for job in batch:
+                try:
+                    futures[pool.submit(_run_reporting_start, runner, job, threads_per_worker)] = job
+                except BrokenProcessPool:
+                    lost.append(job)
+            for future, job in futures.items():
+                try:
+                    video_id, outcome = future.result()
+                except BrokenProcessPool:
+                    lost.append(job)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - e.g. a result that did not pickle
+                    result.errors[job.video_id] = _error_of(job, exc)
+                    continue
+                if isinstance(outcome, VideoError):
+                    result.errors[video_id] = outcome
+                else:
+                    result.records[video_id] = outcome
+        ids: set[str] = set()
+        while not started.empty():
+            ids.add(started.get())
+        started.close()
+        return lost, ids
+
+    remaining = jobs
+    while remaining:
+        lost, started = run_pool(remaining, min(workers, len(remaining)))
+        suspects = [job for job in lost if job.video_id in started] or lost
+        remaining = [job for job in lost if job not in suspects]
+        for job in suspects:  # alone in a fresh process: a crash now is this video's own
+            if run_pool([job], 1)[0]:
+                _remove_partial_output(job)
                 result.errors[job.video_id] = VideoError(
                     job.video_id, str(job.path), "WorkerCrash",
                     "the worker process died while extracting this video (a decoder crash?)",

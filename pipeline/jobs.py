@@ -17,6 +17,20 @@ training_job = dg.define_asset_job(
                                        "dataset_split", "yolo_dataset", "stage_a_baseline", "stage_b_model",
                                        "selected_model", "evaluation", "onnx_model", "tensorrt_engine"),
     description="From the manifest to the engine: Stage A, the gate, Stage B when needed, export.")
+STAGE_C_CYCLE = ("hard_example_labels", "candidate_model", "candidate_comparison", "shadow_report", "production_model")
 monthly_retraining_job = dg.define_asset_job(
-    "monthly_retraining_job", selection=dg.AssetSelection.assets("hard_examples"), partitions_def=monthly_partitions,
-    description="The monthly cycle for the previous month: hard examples out to CVAT.")
+    "monthly_retraining_job", selection=dg.AssetSelection.assets("hard_examples", *STAGE_C_CYCLE),
+    partitions_def=monthly_partitions,
+    description="The monthly cycle for the previous month: hard examples out to CVAT; the rest waits for their labels "
+                "(hard_example_labels says so) and runs when the month resumes (docs/retraining.md).")
+retraining_resume_job = dg.define_asset_job(
+    "retraining_resume_job", selection=dg.AssetSelection.assets(*STAGE_C_CYCLE),
+    description="A month's cycle from its imported labels: candidate, comparison, shadow, promotion gate.")
+rollback_production_job = dg.define_asset_job(
+    "rollback_production_job", selection=dg.AssetSelection.assets("production_pointer"),
+    config={"ops": {"production_pointer": {"config": {"action": "rollback", "reason": "operator rollback"}}}},
+    description="One operator action: make the previous production version current again (history kept).")
+production_freshness_job = dg.define_asset_job(
+    "production_freshness_job", selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("production_pointer"), "production_model_fresh")),
+    description="Flags a production model older than 35 days.")

@@ -52,7 +52,6 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -261,27 +260,350 @@ def ffmpeg_select(path: Path, targets: list[float], out_dir: Path) -> list[Path]
 # --------------------------------------------------------------------------- timing
 
 
-def timed(fn: Callable[[], object], repeats: int = REPEATS) -> tuple[float, object]:
-    """Median wall time of `fn` (3 runs when one is short, else 1) and the last result."""
-    times = []
-    start = time.perf_counter()
-    result = fn()
-    times.append(time.perf_counter() - start)
-    if times[0] < MAX_SINGLE_RUN_FOR_REPEATS_S:
-        for _ in range(repeats - 1):
-            start = time.perf_counter()
-            result = fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and its finished children (ffmpeg)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 @dataclass
-class ClipResult:
+class Timing:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, wall: float, cpu: float) -> None:
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+
+    @property
+    def s(self) -> float:
+        return statistics.median(self.wall) if self.wall else float("nan")
+
+    @property
+    def cpu_s(self) -> float:
+        return statistics.median(self.cpu) if self.cpu else float("nan")
+
+    def __iadd__(self, other: Timing) -> Timing:  # sums per run index (a set of videos as one case)
+        if not self.wall:
+            self.wall, self.cpu = list(other.wall), list(other.cpu)
+        else:
+            n = min(len(self.wall), len(other.wall))
+            self.wall = [a + b for a, b in zip(self.wall[:n], other.wall[:n])]
+            self.cpu = [a + b for a, b in zip(self.cpu[:n], other.cpu[:n])]
+        return self
+
+
+def run_timed(timing: Timing, fn: Callable[[], object]) -> object:
+    cpu, start = _cpu(), time.perf_counter()
+    result = fn()
+    timing.add(time.perf_counter() - start, _cpu() - cpu)
+    return result
+
+
+# --------------------------------------------------------------------------- one clip
+
+
+@dataclass
+class CaseResult:
     name: str
-    description: dict
+    what: str
     targets: int
-    ours_s: float = 0.0
-    floor_s: float = 0.0
-    full_s: float = 0.0
-    ffmpeg_s: float | None = None
-    checks: dict = field(default_factory=dict)
+    ours: Timing = field(default_factory=Timing)
+    floor: Timing = field(default_factory=Timing)
+    full: Timing = field(default_factory=Timing)
+    ffmpeg: Timing = field(default_factory=Timing)
+    checks: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def _fresh(parent: Path, name: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+    return path
+
+
+def measure_video(path: Path, step_s: float, work: Path, result: CaseResult, *, use_ffmpeg: bool,
+                  repeats: int | None = None) -> None:
+    """Time ours / floor / full / ffmpeg on one video (adding into `result`) and check exactness."""
+    info = probe_video(path)
+    targets = every_n_seconds(info.usable_duration_s, step_s)
+    index = index_packets(path)
+    wanted = wanted_pts(index, targets)
+    runs = floor_plan(index, wanted)
+    ours, floor = Timing(), Timing()
+
+    # ours and the floor alternate, so a busy moment on the machine hits both alike
+    records = run_timed(ours, lambda: extract_frames(path, targets, _fresh(work, "ours"), video_id=path.stem))
+    found = run_timed(floor, lambda: floor_decode(path, runs, set(wanted)))
+    n = repeats if repeats is not None else (REPEATS if max(ours.wall[0], floor.wall[0]) < MAX_SINGLE_RUN_FOR_REPEATS_S
+                                             else 1)
+    for _ in range(n - 1):
+        records = run_timed(ours, lambda: extract_frames(path, targets, _fresh(work, "ours"), video_id=path.stem))
+        run_timed(floor, lambda: floor_decode(path, runs, set(wanted)))
+    full = Timing()
+    decoded = run_timed(full, lambda: full_decode(path))
+    ff = Timing()
+    ff_files: list[Path] = []
+    if use_ffmpeg:
+        ff_files = run_timed(ff, lambda: ffmpeg_select(path, targets, _fresh(work, "ffmpeg")))
+
+    result.targets += len(targets)
+    result.ours += ours
+    result.floor += floor
+    result.full += full
+    if use_ffmpeg:
+        result.ffmpeg += ff
+
+    # ---- checks (untimed): the brute-force reference decode picks the frames, we compare bytes
+    problems = []
+    if decoded != info.n_frames:
+        problems.append(f"full decode gave {decoded} frames, index says {info.n_frames}")
+    if found != set(wanted):
+        problems.append(f"floor missed {len(set(wanted) - found)} wanted frames")
+    fps = info.avg_fps
+    neighbours = [t + 1.0 / fps for t in targets if t + 1.0 / fps < info.end_s]
+    reference = {f.target_s: f for f in reference_frames(path, targets + neighbours)}
+    for record in records:
+        ref = reference[record.target_s]
+        expected = frames._encode_jpeg(ref.rgb, 95)
+        if (record.frame_index, record.actual_s) != (ref.frame_index, ref.actual_s):
+            problems.append(f"{record.jpeg_name}: frame {record.frame_index}, reference {ref.frame_index}")
+        elif record.jpeg_sha256 != sha256_bytes(expected):
+            problems.append(f"{record.jpeg_name}: JPEG differs from the reference frame's")
+    if len(records) != len(targets):
+        problems.append(f"{len(records)} records for {len(targets)} targets")
+    if use_ffmpeg:
+        if len(ff_files) != len(targets):
+            problems.append(f"ffmpeg wrote {len(ff_files)} JPEGs for {len(targets)} targets")
+        worst, wrong = 0.0, 0
+        for target, jpeg in zip(targets, ff_files):
+            image = cv2.imread(str(jpeg), cv2.IMREAD_COLOR)[..., ::-1].astype(np.int16)
+            right = float(np.abs(image - reference[target].rgb).mean())
+            worst = max(worst, right)
+            later = [t for t in neighbours if t > target]
+            if later and reference[later[0]].frame_index != reference[target].frame_index:
+                if float(np.abs(image - reference[later[0]].rgb).mean()) <= right:
+                    wrong += 1
+        if wrong:
+            problems.append(f"ffmpeg: {wrong} JPEGs closer to the next frame than to the target's")
+        result.checks.append(f"ffmpeg JPEGs vs reference: worst mean |diff| {worst:.2f}")
+    result.failures += [f"{path.name}: {p}" for p in problems]
+
+
+def describe(timing: Timing) -> str:
+    return f"{timing.s:.2f} s ({timing.cpu_s:.2f} CPU-s)"
+
+
+# --------------------------------------------------------------------------- memory, batches
+
+
+MEMORY_CHILD = """
+import resource, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+from pipeline.frames import extract_frames, probe_video
+from pipeline.sampling import every_n_seconds
+path, step = sys.argv[2], float(sys.argv[3])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+records = extract_frames(path, every_n_seconds(probe_video(path).usable_duration_s, step), tempfile.mkdtemp(),
+                         video_id="m")
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(records))
+"""
+
+
+def peak_rss_mb(path: Path, step_s: float) -> tuple[float, float, int]:
+    """Max RSS (MB) of a fresh process after its imports, and after extracting `path`."""
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(REPO), str(path), str(step_s)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return int(out[0]) / 1024, int(out[1]) / 1024, int(out[2])
+
+
+def batch(name: str, jobs: list[FrameJob], work: Path) -> dict:
+    """The same videos sequentially in this process (decoder threads auto) and with extract_many(workers=2)."""
+    seq, par = Timing(), Timing()
+    seq_dir = _fresh(work, f"{name}-seq")
+    sequential = run_timed(seq, lambda: {
+        job.video_id: extract_frames(job.path, job.targets_s, seq_dir / job.video_id, video_id=job.video_id)
+        for job in jobs})
+    par_dir = _fresh(work, f"{name}-par")
+    parallel = run_timed(par, lambda: extract_many(
+        [FrameJob(j.video_id, j.path, j.targets_s, par_dir / j.video_id) for j in jobs], workers=2))
+    same = parallel.ok and parallel.records == sequential
+    return {"name": name, "videos": len(jobs), "frames": sum(len(r) for r in sequential.values()),
+            "sequential": seq, "parallel": par, "same": same}
+
+
+# --------------------------------------------------------------------------- main
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def versions() -> dict:
+    ffmpeg = "absent"
+    if shutil.which("ffmpeg"):
+        ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    libs = getattr(av, "library_versions", {})
+    return {"python": platform.python_version(), "pyav": av.__version__, "opencv": cv2.__version__,
+            "libavcodec": ".".join(map(str, libs.get("libavcodec", ()))), "ffmpeg_cli": ffmpeg,
+            "cpu": _cpu_model(), "cores": os.cpu_count()}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _generate(args: tuple[str, ClipSpec]) -> str:
+    path, spec = args
+    write_clip(Path(path), spec)
+    return path
+
+
+def _demo(root: str) -> str:
+    from pipeline.demo.generate import SMALL, generate_demo
+
+    generate_demo(Path(root), SMALL)
+    return root
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and b == b else "n/a"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter clips (60 s / 60 s / 120 s)")
+    parser.add_argument("--demo-root", type=Path, help="an existing demo store (default: generate the SMALL demo)")
+    parser.add_argument("--keep", type=Path, help="keep the generated clips here and reuse them on later runs")
+    parser.add_argument("--skip-ffmpeg", action="store_true", help="leave the ffmpeg CLI column out")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    use_ffmpeg = not args.skip_ffmpeg and shutil.which("ffmpeg") is not None
+    if not use_ffmpeg:
+        print("ffmpeg CLI: " + ("skipped (--skip-ffmpeg)" if args.skip_ffmpeg else
+                                "not found on PATH; the ffmpeg column is left out (apt-get install ffmpeg)"))
+    temp = tempfile.TemporaryDirectory(prefix="bench-frames-")
+    work = Path(temp.name)
+    clip_dir = args.keep or work / "clips"
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    print(json.dumps(versions()))
+    print(f"load average before: {load_before[0]:.2f} (1 min)")
+
+    # ---- inputs: the clips and the demo footage, made in two processes (x264 and numpy, two cores)
+    specs = clip_specs(args.quick)
+    paths = {s.name: clip_dir / f"{s.name}_{s.seconds:g}s_{s.fps}fps_g{s.gop_frames}.mp4" for s in specs}
+    todo = [(str(paths[s.name]), s) for s in specs if not paths[s.name].exists()]
+    demo_root = args.demo_root
+    t0 = time.perf_counter()
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_generate, job) for job in todo]
+        demo_future = None
+        if demo_root is None:
+            demo_root = work / "demo"
+            demo_future = pool.submit(_demo, str(demo_root))
+        for future in futures + ([demo_future] if demo_future else []):
+            future.result()
+    print(f"inputs ready in {time.perf_counter() - t0:.0f} s ({len(todo)} clips generated)")
+    demo_videos = sorted((demo_root / "raw" / "videos").glob("*.mp4"))
+    if not demo_videos:
+        raise SystemExit(f"no demo videos under {demo_root}/raw/videos")
+
+    # ---- per clip
+    results: list[CaseResult] = []
+    descriptions = {}
+    for spec in specs:
+        path = paths[spec.name]
+        d = describe_clip(path)
+        descriptions[spec.name] = d
+        what = (f"1080p{spec.fps}, {d['duration_s']:.0f} s, GOP {spec.gop_s:.2f} s, {d['mbit_s']:.1f} Mbit/s, "
+                f"keyframes {100 * d['key_share']:.0f} % of bytes; 1 frame / {spec.step_s:g} s")
+        result = CaseResult(spec.name, what, 0)
+        t0 = time.perf_counter()
+        measure_video(path, spec.step_s, work, result, use_ffmpeg=use_ffmpeg)
+        results.append(result)
+        print(f"{spec.name}: ours {describe(result.ours)}, floor {describe(result.floor)}, "
+              f"full {describe(result.full)}, ffmpeg {describe(result.ffmpeg) if use_ffmpeg else 'skipped'} "
+              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    demo = CaseResult("demo", f"demo footage: {len(demo_videos)} operation videos (480x272, 5 fps, 24 s, "
+                              "GOP 2 s, B-frames); 1 frame / 2 s; times summed", 0)
+    for path in demo_videos:
+        measure_video(path, 2.0, work, demo, use_ffmpeg=use_ffmpeg, repeats=3)
+    results.append(demo)
+    print(f"demo: ours {describe(demo.ours)}, floor {describe(demo.floor)}, full {describe(demo.full)}, "
+          f"ffmpeg {describe(demo.ffmpeg) if use_ffmpeg else 'skipped'}", flush=True)
+
+    # ---- memory and batches
+    camera = paths["camera"]
+    base_mb, peak_mb, n_mem = peak_rss_mb(camera, 30.0)
+    print(f"peak RSS extracting camera ({n_mem} frames): {peak_mb:.0f} MB (after imports {base_mb:.0f} MB)")
+    gop2 = paths["gop2"]
+    big_jobs = [FrameJob(f"gop2_{i}", gop2, every_n_seconds(probe_video(gop2).usable_duration_s, 2.0), Path(f"g{i}"))
+                for i in range(2)] + \
+               [FrameJob(f"camera_{i}", camera, every_n_seconds(probe_video(camera).usable_duration_s, 30.0),
+                         Path(f"c{i}")) for i in range(2)]
+    demo_jobs = [FrameJob(p.stem, p, every_n_seconds(probe_video(p).usable_duration_s, 2.0), Path(p.stem))
+                 for p in demo_videos]
+    batches = [batch("1080p: 2x gop2 + 2x camera", big_jobs, work), batch("demo: 24 videos", demo_jobs, work)]
+    for b in batches:
+        print(f"batch {b['name']}: sequential {describe(b['sequential'])}, extract_many(workers=2) "
+              f"{describe(b['parallel'])}, same records: {b['same']}", flush=True)
+
+    # ---- report
+    load_after = os.getloadavg()
+    print()
+    print("| clip | targets | ours | floor | full decode | ffmpeg CLI | ours / floor | ffmpeg / ours | ours / full |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        ff = describe(r.ffmpeg) if use_ffmpeg else "skipped"
+        print(f"| {r.name}: {r.what} | {r.targets} | {describe(r.ours)} | {describe(r.floor)} | {describe(r.full)} "
+              f"| {ff} | {ratio(r.ours.s, r.floor.s)} | {ratio(r.ffmpeg.s, r.ours.s) if use_ffmpeg else 'n/a'} "
+              f"| {ratio(r.ours.s, r.full.s)} |")
+    print()
+    by = {r.name: r for r in results}
+    goals = [
+        ("ours >= 8x faster than ffmpeg CLI on gop2", use_ffmpeg and by["gop2"].ffmpeg.s / by["gop2"].ours.s >= 8,
+         ratio(by["gop2"].ffmpeg.s, by["gop2"].ours.s) if use_ffmpeg else "skipped"),
+        *[(f"ours <= 1.2x floor on {r.name}", r.ours.s <= 1.2 * r.floor.s, ratio(r.ours.s, r.floor.s))
+          for r in results],
+        ("ours <= 1.1x full decode on gop8", by["gop8"].ours.s <= 1.1 * by["gop8"].full.s,
+         ratio(by["gop8"].ours.s, by["gop8"].full.s)),
+        ("peak RSS < 600 MB on camera", peak_mb < 600, f"{peak_mb:.0f} MB"),
+    ]
+    for text, ok, value in goals:
+        print(f"{'MET ' if ok else 'MISS'} {text}: {value}")
+    failures = [f for r in results for f in r.failures] + [f"batch {b['name']}: records differ" for b in batches
+                                                           if not b["same"]]
+    checks = [c for r in results for c in r.checks]
+    print(f"exactness: {'all frames exact' if not failures else 'FAILED'} "
+          f"({sum(r.targets for r in results)} targets checked against the reference decode)")
+    for failure in failures:
+        print(f"  {failure}")
+    if checks:
+        print(f"  {max(checks)}")
+    print(f"load average after: {load_after[0]:.2f}; total {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "versions": versions(), "load": [load_before[0], load_after[0]],
+            "clips": {r.name: {"what": r.what, "targets": r.targets, "ours": r.ours.__dict__,
+                               "floor": r.floor.__dict__, "full": r.full.__dict__, "ffmpeg": r.ffmpeg.__dict__}
+                      for r in results},
+            "descriptions": descriptions, "peak_rss_mb": peak_mb, "rss_after_imports_mb": base_mb,
+            "batches": [{**b, "sequential": b["sequential"].__dict__, "parallel": b["parallel"].__dict__}
+                        for b in batches],
+            "goals": [{"goal": t, "met": bool(ok), "value": v} for t, ok, v in goals], "failures": failures,
+        }, indent=2))
+    temp.cleanup()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

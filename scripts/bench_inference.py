@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--weights", default="yolov8n.yaml")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--conf", type=float, default=0.001, help="the same threshold for both (Stage A uses 0.001)")
+    parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
 
     from pipeline.detector import load_model, predict_persons
@@ -49,10 +51,12 @@ def main() -> None:
 
         def plain() -> None:
             for p in paths:  # what a notebook does: predict frame by frame, default settings, person class
-                model.predict(str(p), imgsz=args.imgsz, classes=[0], device=args.device, verbose=False)
+                model.predict(str(p), imgsz=args.imgsz, conf=args.conf, classes=[0], device=args.device,
+                              verbose=False)
 
         def ours() -> None:
-            predict_persons(model, [(p.name, p) for p in paths], imgsz=args.imgsz, device=args.device)
+            predict_persons(model, [(p.name, p) for p in paths], imgsz=args.imgsz, conf=args.conf,
+                            batch=args.batch, device=args.device)
 
         best = {"plain": float("inf"), "ours": float("inf")}
         for _ in range(3):

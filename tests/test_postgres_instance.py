@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -82,11 +83,21 @@ def _query(pg, sql: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def _daemon(workdir: Path, env: dict[str, str], log: Path):
+    """`dagster-daemon run` in its own process group; at the end it and the code server it started stop."""
     with open(log, "wb") as handle:
         proc = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-f", "probe_defs.py"], cwd=workdir, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     try:
         yield proc
     finally:
@@ -97,6 +108,13 @@ def _daemon(workdir: Path, env: dict[str, str], log: Path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the daemon's gRPC code server, if it outlived it
+            if not _group_alive(proc.pid):
+                break
+            os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + 10
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -144,6 +145,21 @@ def generate_demo(root: Path, config: DemoConfig = DemoConfig()) -> dict:
             "exports": sorted(exports)}
 
 
+TRUTH_PREFIX = "_demo_truth/"
+
+
+def _write_truth(root: Path, clip_key: str, path: CameraPath, config: DemoConfig) -> None:
+    """Ground truth of a buffer clip for the demo's simulated annotator (`_demo_truth/<clip>.json`):
+    the exact person boxes of every frame. Not a pipeline source; nothing in the pipeline reads it."""
+    frames = [{"index": i, "t": i / path.fps, "boxes": [[round(v, 3) for v in b] for b in
+                                                       boxes_in_view(path.photo, view, config.width, config.height)]}
+              for i, view in enumerate(path.views)]
+    target = root / TRUTH_PREFIX / (clip_key.rsplit(".", 1)[0] + ".json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"clip": clip_key, "fps": path.fps, "width": config.width, "height": config.height,
+                                  "frames": frames}))
+
+
 def _write_buffer(root: Path, config: DemoConfig, rng: np.random.Generator) -> int:
     """Fixed cameras at the line: near-still clips, and the production model's quality flags per 10 s."""
     photos = load_photos()
@@ -159,6 +175,7 @@ def _write_buffer(root: Path, config: DemoConfig, rng: np.random.Generator) -> i
                 file = root / keys.BUFFER_PREFIX / camera / day / f"{start}.mp4"
                 write_h264(file, _frames(path, config, 1.0), fps=config.buffer_fps,
                            gop_frames=int(round(4 * config.buffer_fps)))
+                _write_truth(root, f"{keys.BUFFER_PREFIX}{camera}/{day}/{start}.mp4", path, config)
                 n += 1
                 t0 = datetime.strptime(f"{day} {start}", "%Y-%m-%d %H%M%S").replace(tzinfo=timezone.utc)
                 for t in every_n_seconds(config.buffer_clip_s, config.quality_every_s):

@@ -78,8 +78,75 @@ def run_demo(home: Path, small: bool = False) -> dict:
             _execute(defs, "buffer_frames_job", instance, log, partition_key=run.partition_key)
 
     _execute(defs, "training_job", instance, log, run_config=run_config)
-    _execute(defs, "monthly_retraining_job", instance, log, partition_key="2026-07-01")
+    run_monthly_cycle(defs, instance, store, log, month="2026-07")
     return _summary(store, log)
+
+
+def cycle_run_config() -> dict:
+    """Stage C on CPU: a tiny recipe from the production weights and a simulated shadow run (the
+    defaults are the plan's recipe and the logs the Jetson uploads)."""
+    return {"ops": {
+        "candidate_model": {"config": {"imgsz": 160, "epochs": 1, "batch": 16,
+                                       "extra": {"close_mosaic": 0, "warmup_epochs": 0}}},
+        "candidate_comparison": {"config": {"n_boot": 300}},
+        "shadow_report": {"config": {"simulate": True}},
+    }}
+
+
+def annotate_hard_examples(store, month: str, annotator: str = "sophia", seed: int = 11) -> str:
+    """The simulated annotator: labels the month's CVAT task from the demo ground truth
+    (`_demo_truth/`) and drops a COCO 1.0 export where CVAT exports land. Returns its key."""
+    import numpy as np
+
+    from assets.common import read_parquet
+    from pipeline import keys
+    from pipeline.demo.annotators import LabelledImage, careful, coco_export_zip
+    from pipeline.demo.generate import TRUTH_PREFIX
+    from resources.storage import LocalArtifactStore
+
+    images = []
+    for row in read_parquet(store, f"frames/hard/{month}/manifest.parquet").itertuples():
+        camera, day, clip = row.frame_key.split("/")[3:6]
+        truth = json.loads(store.read_bytes(f"{TRUTH_PREFIX}buffer/{camera}/{day}/{clip}.json"))
+        frame = truth["frames"][int(row.frame_index)]
+        if abs(frame["t"] - float(row.actual_s)) > 1e-6:
+            raise ValueError(f"{row.frame_key}: frame {row.frame_index} is at {frame['t']} s in the truth, "
+                             f"{row.actual_s} s in the manifest")
+        images.append(LabelledImage(keys.package_file_name(row.frame_key), int(row.width), int(row.height),
+                                    [tuple(b) for b in frame["boxes"]]))
+    key = f"{keys.INCOMING_ANNOTATIONS}hard_examples_{month}/{annotator}/export_1.zip"
+    cvat = LocalArtifactStore(root=store.root, allow_source_writes=True)  # CVAT's side of the hand-off
+    cvat.write_bytes(key, coco_export_zip(careful(images, np.random.default_rng(seed))))
+    return key
+
+
+def run_monthly_cycle(defs, instance, store, log: list, month: str) -> None:
+    """Stage C for one month as production runs it: the scheduled run sends hard examples to CVAT and
+    waits; the annotator's export lands; the export sensor imports it; the labels sensor resumes the
+    month (candidate, comparison, shadow, promotion gate); then an operator rolls production back."""
+    import dagster as dg
+
+    from pipeline import registry
+    from pipeline.sensors import annotation_exports_sensor
+    from assets.retraining import hard_example_labels_sensor
+
+    partition = f"{month}-01"
+    _execute(defs, "monthly_retraining_job", instance, log, partition_key=partition, run_config=cycle_run_config())
+    annotate_hard_examples(store, month)
+    cursor = None
+    for _ in range(2):  # first tick sees the export, the second finds it unchanged and imports it
+        result = annotation_exports_sensor(dg.build_sensor_context(instance=instance, cursor=cursor,
+                                                                   resources={"store": store}))
+        cursor = result.cursor
+        for _run in result.run_requests:
+            _execute(defs, "annotations_job", instance, log)
+    result = hard_example_labels_sensor(dg.build_sensor_context(instance=instance, resources={"store": store}))
+    for run in result.run_requests:
+        _execute(defs, "retraining_resume_job", instance, log, partition_key=run.partition_key,
+                 run_config=cycle_run_config())
+    if registry.read_pointer(store) is not None:  # something was promoted: show the way back
+        _execute(defs, "rollback_production_job", instance, log, run_config={"ops": {"production_pointer": {
+            "config": {"action": "rollback", "reason": "demo: operator rolls the promotion back"}}}})
 
 
 def _summary(store, log: list) -> dict:
@@ -94,9 +161,21 @@ def _summary(store, log: list) -> dict:
         evaluation = json.loads(store.read_bytes(eval_key))
         summary["stage_b"] = {split: {k: entry[k] for k in ("n_frames", "precision", "recall", "map50", "map50_95")}
                               for split, entry in evaluation["splits"].items()}
+    summary["stage_c"] = _stage_c_summary(store)
     summary["artifacts"] = sorted(i.key for i in store.list_keys("models/")) + \
         sorted(i.key for i in store.list_keys("datasets/") if i.key.endswith((".yaml", ".csv")))
     return summary
+
+
+def _stage_c_summary(store) -> dict:
+    from pipeline import registry
+
+    decisions = sorted(i.key for i in store.list_keys("models/") if "/promotion_" in i.key)
+    last = json.loads(store.read_bytes(decisions[-1])) if decisions else {}
+    return {"candidate": last.get("candidate"), "decision": last.get("outcome"),
+            "reasons": last.get("decision", {}).get("reasons", []),
+            "production": registry.current_model_version(store),
+            "history": [(e.get("action"), e.get("version")) for e in registry.history(store)]}
 
 
 def main() -> None:
@@ -119,6 +198,11 @@ def main() -> None:
         print(f"Stage B {split}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in figures.items()))
     print("Selected model:", summary["selected_model"]["model"], "-", summary["selected_model"]["why"])
+    c = summary["stage_c"]
+    print(f"Stage C 2026-07: candidate {c['candidate']} {c['decision']}; production now {c['production']}; "
+          f"history {c['history']}")
+    for reason in c["reasons"]:
+        print("  -", reason)
     print(f"Open it in the UI:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} LBZF_STORAGE_ROOT={os.environ['LBZF_STORAGE_ROOT']}"
           " .venv/bin/dagster dev")
 

@@ -1,0 +1,723 @@
+"""Stage C: the monthly cycle from hard examples to a promoted (or refused) model, and the way back.
+
+    hard_examples -> hard_example_labels -> candidate_model -> candidate_comparison -> shadow_report
+                  -> production_model (the promotion gate) -> production_pointer (show / rollback)
+
+`hard_example_labels` waits for the month's CVAT export: until it has been imported it produces no
+output (so the rest of the run is skipped) and says what it is waiting for. The
+`hard_example_labels_sensor` resumes the month once the import has happened. All versions, files
+and reports carry the candidate's version (v0.1, v0.2, ...); see docs/retraining.md.
+"""
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets.buffer import hard_examples
+from assets.common import load_frame_manifests, md_table, read_parquet, write_parquet
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
+from assets.models import detect
+from assets.partitions import monthly_partitions
+from pipeline import keys, registry
+from pipeline.coco_map import average_precision
+from pipeline.detection_metrics import per_frame, summary
+from pipeline.hashing import sha256_bytes, sha256_file
+from pipeline.jobs import production_freshness_job, retraining_resume_job
+from pipeline.paired import paired_difference
+from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide
+from pipeline.shadow import SIMULATED_FILE, logs_prefix, read_log_file, shadow_report as make_shadow_report, \
+    simulate_logs, to_parquet_bytes
+from pipeline.split import split_csv
+from pipeline.training import TrainingRecipe
+from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
+                                 dataset_name, dataset_prefix, engine_key, model_name, model_prefix, split_key,
+                                 weights_key)
+from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
+from resources.engine_builder import EngineBuilder
+from resources.storage import ArtifactStore
+from resources.trainer import Trainer
+
+RETRAINING_PREFIX = "retraining/"
+LABEL_TABLE_COLUMNS = ["frame_key", "video_id", "camera", "day", "group", "split", "reason", "n_boxes", "width",
+                       "height", "annotator", "month"]
+
+
+def _month(context) -> str:
+    return context.partition_key[:7]
+
+
+def task_name(month: str) -> str:
+    return f"hard_examples_{month}"
+
+
+def labels_key(month: str) -> str:
+    return f"{RETRAINING_PREFIX}{month}/hard_example_labels.parquet"
+
+
+def candidate_pointer_key(month: str) -> str:
+    return f"{RETRAINING_PREFIX}{month}/candidate.json"
+
+
+def _json(store: ArtifactStore, key: str):
+    return json.loads(store.read_bytes(key))
+
+
+def _write_json(store: ArtifactStore, key: str, doc) -> str:
+    data = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
+    store.write_bytes(key, data)
+    return sha256_bytes(data)
+
+
+def _run_id(context) -> str:
+    """The run that started this work (a retry of a crashed run keeps its root's id)."""
+    return context.run.root_run_id or context.run_id
+
+
+def _month_candidate(store: ArtifactStore, month: str) -> dict:
+    pointer = _json(store, candidate_pointer_key(month))
+    return _json(store, f"{model_prefix(pointer['version'])}model_card.json")
+
+
+# --------------------------------------------------------------------------- hard_example_labels
+
+
+class HardLabelsConfig(dg.Config):
+    min_labelled_fraction: float = 0.95  # of the frames sent to CVAT
+    holdout_fraction: float = 0.2  # camera-days held out for evaluation (a stable hash of camera and day)
+    seed: int = 0
+
+
+def _waiting(context, month: str, message: str, **extra) -> None:
+    context.log.warning(message)
+    context.log_event(dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key,
+                                          metadata={"status": "waiting", "waiting_for": message, "month": month,
+                                                    "task": task_name(month), **extra}))
+
+
+@dg.asset(partitions_def=monthly_partitions, deps=[hard_examples, "annotations"], group_name="retraining",
+          kinds={"cvat", "parquet"}, output_required=False)
+def hard_example_labels(context: dg.AssetExecutionContext, config: HardLabelsConfig, store: ArtifactStore):
+    """The month's hard examples with their imported CVAT labels, each assigned to train or held out
+    by camera-day. Waits (no output: the rest of the cycle is skipped) until the export of task
+    hard_examples_<YYYY-MM> has been imported."""
+    month = _month(context)
+    task = task_name(month)
+    manifest_key = f"frames/hard/{month}/manifest.parquet"
+    if not store.exists(manifest_key):
+        _waiting(context, month, f"nothing to label for {month}: hard_examples sent no frames (see its metadata)")
+        return
+    sent = read_parquet(store, manifest_key)
+    images = read_parquet(store, IMAGES_KEY) if store.exists(IMAGES_KEY) else pd.DataFrame(columns=["task"])
+    imported = images[images["task"] == task] if len(images) else images
+    if imported.empty:
+        landed = [i.key for i in store.list_keys(f"{keys.INCOMING_ANNOTATIONS}{task}/")]
+        if landed:
+            _waiting(context, month, f"waiting for labels of task {task}: the export {landed[-1]} has landed but is "
+                                     "not imported yet (the annotation_exports_sensor requests annotations_job; then "
+                                     "hard_example_labels_sensor resumes this month)", exports=len(landed))
+        else:
+            _waiting(context, month, f"waiting for labels of task {task}: {len(sent)} frames were sent "
+                                     f"({store.uri(f'{RETRAINING_PREFIX}{month}/cvat_task_package.zip')}); the CVAT "
+                                     f"export is expected at {keys.INCOMING_ANNOTATIONS}{task}/<annotator>/",
+                     frames_sent=len(sent))
+        return
+    chosen, boxes = primary_labels(imported, read_parquet(store, ANNOTATIONS_KEY))
+    labelled = chosen[chosen["frame_key"].isin(set(sent["frame_key"]))]
+    fraction = len(labelled) / max(len(sent), 1)
+    if fraction < config.min_labelled_fraction:
+        _waiting(context, month, f"waiting for labels of task {task}: {len(labelled)} of {len(sent)} frames labelled "
+                                 f"({fraction:.0%} < {config.min_labelled_fraction:.0%}); finish the task in CVAT and "
+                                 "export it again", labelled=len(labelled), frames_sent=len(sent))
+        return
+    counts = boxes[boxes["class_name"] == "person"].groupby("frame_key").size()
+    frames = labelled[["frame_key", "width", "height", "annotator"]].merge(
+        sent[["frame_key", "video_id"]].drop_duplicates("frame_key"), on="frame_key")
+    table = assign_hard_examples(frames, read_split(store), holdout_fraction=config.holdout_fraction, seed=config.seed)
+    table["n_boxes"] = table["frame_key"].map(counts).fillna(0).astype(int)
+    table["month"] = month
+    table = table[LABEL_TABLE_COLUMNS].sort_values("frame_key").reset_index(drop=True)
+    digest = write_parquet(store, labels_key(month), table)
+    per_group = table.groupby(["camera", "day", "split", "reason"]).agg(frames=("frame_key", "size"),
+                                                                        persons=("n_boxes", "sum")).reset_index()
+    yield dg.MaterializeResult(metadata={
+        "status": "labelled", "month": month, "task": task, "frames_sent": len(sent), "frames_labelled": len(table),
+        "train": int((table["split"] == TRAIN).sum()), "held_out": int((table["split"] == HELD_OUT).sum()),
+        "persons": int(table["n_boxes"].sum()), "negatives": int((table["n_boxes"] == 0).sum()),
+        "per_camera_day": md_table(per_group), "sha256": digest, "uri": store.uri(labels_key(month))})
+
+
+# --------------------------------------------------------------------------- candidate_model
+
+
+class CandidateConfig(dg.Config):
+    """The production recipe (the plan's, by default); fields map to Ultralytics train arguments."""
+
+    imgsz: int = 640
+    epochs: int = 50
+    batch: int = 32
+    optimizer: str = "SGD"
+    lr0: float = 0.01
+    cos_lr: bool = True
+    patience: int = 10
+    fliplr: float = 0.0
+    mixup: float = 0.0
+    seed: int = 0
+    extra: dict = {}
+
+    def recipe(self) -> TrainingRecipe:
+        return TrainingRecipe(self.imgsz, self.epochs, self.batch, self.optimizer, self.lr0, self.cos_lr,
+                              self.patience, self.fliplr, self.mixup, self.seed, extra=dict(self.extra))
+
+
+def all_hard_labels(store: ArtifactStore, up_to_month: str) -> pd.DataFrame:
+    """Every month's labelled hard examples up to and including `up_to_month`."""
+    tables = [read_parquet(store, i.key) for i in store.list_keys(RETRAINING_PREFIX)
+              if i.key.endswith("/hard_example_labels.parquet") and i.key.split("/")[1] <= up_to_month]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LABEL_TABLE_COLUMNS)
+
+
+def candidate_split(base: pd.DataFrame, hard: pd.DataFrame) -> pd.DataFrame:
+    """The candidate's split table: every v0 row unchanged (the frozen test split stays frozen) plus
+    the hard examples (train or held_out), in the columns of dataset_split_v0.csv."""
+    rows = hard.assign(operation="hard example " + hard["month"], recorded_day=hard["day"])
+    columns = ["frame_key", "video_id", "operation", "camera", "recorded_day", "group", "split"]
+    return pd.concat([base[columns], rows[columns]], ignore_index=True)
+
+
+def _production_weights(store: ArtifactStore, entry: dict, folder: Path) -> Path:
+    if entry.get("weights_key"):
+        target = folder / Path(entry["weights_key"]).name
+        store.download_file(entry["weights_key"], target)
+    elif entry.get("weights_path") and Path(entry["weights_path"]).is_file():
+        target = Path(entry["weights_path"])
+    else:
+        raise registry.RegistryError(registry.PRODUCTION_KEY, "weights", entry.get("version"),
+                                     "give production real weights (LBZF_BASE_WEIGHTS, or run Stage B) before "
+                                     "retraining from it", problem="production model has no weights file")
+    if entry.get("weights_sha256") and sha256_file(target) != entry["weights_sha256"]:
+        raise registry.RegistryError(str(target), "weights_sha256", sha256_file(target),
+                                     "restore the production weights recorded in registry/production.json",
+                                     problem="production weights differ from the pointer")
+    return target
+
+
+def _train_dir(name: str, identity: str) -> Path:
+    root = Path(os.environ.get("LBZF_TRAIN_DIR", Path(tempfile.gettempdir()) / "lbzf-train-runs"))
+    return root / f"{name}-{identity[:12]}"  # a re-run of the same candidate resumes; another one never does
+
+
+@dg.asset(partitions_def=monthly_partitions, deps=[hard_example_labels], group_name="retraining",
+          kinds={"pytorch"}, pool="gpu")
+def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, store: ArtifactStore,
+                    trainer: Trainer) -> dg.MaterializeResult:
+    """The month's candidate (v0.1, v0.2, ...): fine-tuned from the production weights on the previous
+    training set plus every labelled hard example so far. The frozen test split and the deployment
+    test set are never trained on (checked here, the run fails if they are)."""
+    month = _month(context)
+    production = registry.production(store)
+    if production is None:
+        raise registry.RegistryError(registry.PRODUCTION_KEY, "production", None,
+                                     "run training_job first: Stage B selects the first production model",
+                                     problem="no production model")
+    base = read_split(store)
+    hard = all_hard_labels(store, month)
+    table = candidate_split(base, hard)
+    train = table[table["split"] == TRAIN]
+    val = table[table["split"] == "val"]
+    check_training_set(train, base, version=f"for {month}", role="training")
+    check_training_set(val, base, version=f"for {month}", role="validation")
+    split_bytes, split_sha = split_csv(table)
+    recipe = config.recipe()
+    with tempfile.TemporaryDirectory(prefix="lbzf-candidate-") as tmp:
+        parent = _production_weights(store, production, Path(tmp))
+        parent_sha = sha256_file(parent)
+        identity = candidate_identity(month=month, parent_sha256=parent_sha, split_sha256=split_sha,
+                                      recipe=recipe.train_args())
+        version, reused_version = registry.reserve_version(store, identity=identity, month=month)
+        name = model_name(version)
+        store.write_if_absent_or_same(split_key(version), split_bytes)
+        card_key = f"{model_prefix(version)}model_card.json"
+        trained = False
+        if store.exists(card_key) and _json(store, card_key)["identity"] == identity and \
+                store.exists(weights_key(version)):
+            card = _json(store, card_key)
+            context.log.info(f"{version} was already trained from these inputs: reusing it")
+        else:
+            images = read_parquet(store, IMAGES_KEY)
+            chosen, boxes = primary_labels(images, read_parquet(store, ANNOTATIONS_KEY))
+            rows = pd.concat([train, val]).merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
+            missing = sorted(set(train["frame_key"]) - set(rows["frame_key"]))
+            if missing:
+                raise registry.RegistryError(split_key(version), "frame_key", missing[:3],
+                                             "re-import the annotations (annotations_job)",
+                                             problem=f"{len(missing)} training frames have no labels")
+            root = Path(tmp) / "dataset"
+            local = []
+            for key in rows["frame_key"]:
+                local.append(Path(tmp) / "src" / keys.package_file_name(key))
+                store.download_file(key, local[-1])
+            person_boxes = boxes[boxes["frame_key"].isin(set(rows["frame_key"])) & (boxes["class_name"] == "person")]
+            counts = write_yolo_dataset(root, rows.assign(local_path=[str(p) for p in local]), person_boxes,
+                                        ["person"], version=version, split_sha256=split_sha)
+            data_yaml = root / f"{dataset_name(version)}.yaml"
+            data_yaml.write_text(dataset_yaml(str(root.resolve()), ["person"], version=version,
+                                              split_sha256=split_sha, splits=sorted(counts)))
+            store.write_bytes(f"{dataset_prefix(version)}{dataset_name(version)}.yaml",
+                              dataset_yaml(dataset_prefix(version).rstrip("/"), ["person"], version=version,
+                                           split_sha256=split_sha, splits=sorted(counts)).encode())
+            write_parquet(store, f"{dataset_prefix(version)}labels.parquet", person_boxes)
+            result = trainer.fit(recipe, data_yaml, str(parent), _train_dir(name, identity),
+                                 on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context)
+            store.upload_file(result.best, weights_key(version))
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            card = {"version": version, "model": name, "month": month, "identity": identity,
+                    "parent_version": production.get("version"), "parent_weights_sha256": parent_sha,
+                    "weights_key": weights_key(version), "weights_sha256": result.best_sha256,
+                    "engine_key": None, "engine_sha256": None, "imgsz": recipe.imgsz,
+                    "dataset_version": version, "split_key": split_key(version), "split_sha256": split_sha,
+                    "recipe": recipe.train_args(), "model_created_at": now, "trained_at": now,
+                    "run_id": context.run_id, "epochs_run": result.epochs_run, "resumed": result.resumed,
+                    "final_metrics": result.final_metrics, "dataset_counts": counts,
+                    "train_frames": {"v0": int((~train["frame_key"].str.startswith("frames/hard/")).sum()),
+                                     "hard_examples": int(train["frame_key"].str.startswith("frames/hard/").sum())},
+                    "hard_example_months": sorted(hard["month"].unique().tolist()) if len(hard) else []}
+            _write_json(store, card_key, card)
+            trained = True
+    _write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
+    per_split = table.assign(source=table["frame_key"].str.startswith("frames/hard/").map(
+        {True: "hard examples", False: "v0"})).groupby(["split", "source"]).size().rename("frames").reset_index()
+    return dg.MaterializeResult(metadata={
+        "version": version, "model": name, "parent_version": str(card["parent_version"]),
+        "trained": trained, "reused_version": reused_version, "weights_sha256": card["weights_sha256"],
+        "uri": store.uri(weights_key(version)), "dataset_version": dataset_name(version), "split_sha256": split_sha,
+        "split_uri": store.uri(split_key(version)), "per_split": md_table(per_split),
+        "hard_examples_trained": int(card["train_frames"]["hard_examples"]),
+        "recipe": dg.MetadataValue.json(card["recipe"]), "protected_splits": "test, deployment_test: never trained on "
+        "(checked)", "final": dg.MetadataValue.json(card.get("final_metrics") or {})})
+
+
+# --------------------------------------------------------------------------- candidate_comparison
+
+
+class ComparisonConfig(dg.Config):
+    imgsz: int = 0  # 0: each model at the image size it is deployed with
+    iou_threshold: float = 0.5
+    fp_conf: float = 0.25
+    n_boot: int = 2000
+    seed: int = 0
+
+
+def _weights_local(store: ArtifactStore, entry: dict, folder: Path) -> Path:
+    return _production_weights(store, entry, folder)
+
+
+def comparison_frames(store: ArtifactStore, month: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Frames (frame_key, video_id, operation, camera, subset) to compare on, and their person boxes."""
+    split = read_split(store)
+    frames = [split.loc[split["split"] == s, ["frame_key", "video_id", "operation", "camera"]].assign(subset=s)
+              for s in ("test", "deployment_test")]
+    if store.exists(labels_key(month)):
+        hard = read_parquet(store, labels_key(month))
+        frames.append(hard.assign(operation="hard example", subset=hard["split"].map(
+            {HELD_OUT: "hard_held_out", TRAIN: "hard_trained"}))[["frame_key", "video_id", "operation", "camera",
+                                                                 "subset"]])
+    table = pd.concat(frames, ignore_index=True)
+    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
+    table = table[table["frame_key"].isin(set(chosen["frame_key"]))].reset_index(drop=True)
+    return table, boxes[boxes["frame_key"].isin(set(table["frame_key"])) & (boxes["class_name"] == "person")]
+
+
+@dg.asset(partitions_def=monthly_partitions, deps=[candidate_model], group_name="retraining", kinds={"json"})
+def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonConfig,
+                         store: ArtifactStore) -> dg.MaterializeResult:
+    """Candidate vs production on the same frames: the frozen test split, the deployment test set and
+    the month's labelled hard examples (held out; trained-on ones shown, not gated). Paired bootstrap
+    by video of the recall and best-confidence differences (candidate - production)."""
+    month = _month(context)
+    card = _month_candidate(store, month)
+    production = registry.production(store)
+    frames, gt = comparison_frames(store, month)
+    preds = {}
+    with tempfile.TemporaryDirectory(prefix="lbzf-compare-") as tmp:
+        prod_weights = _weights_local(store, production, Path(tmp))
+        cand_weights = Path(tmp) / "candidate.pt"
+        store.download_file(card["weights_key"], cand_weights)
+        for role, weights, own in (("production", prod_weights, production.get("imgsz") or 640),
+                                   ("candidate", cand_weights, card["imgsz"])):
+            preds[role], _ = detect(store, str(weights), frames, config.imgsz or int(own))
+    subsets, rows = {}, []
+    for subset, group in frames.groupby("subset", sort=False):
+        context_cols = group[["frame_key", "video_id", "operation", "camera"]]
+        subset_gt = gt[gt["frame_key"].isin(set(group["frame_key"]))]
+        tables = {role: per_frame(context_cols, subset_gt, p[p["frame_key"].isin(set(group["frame_key"]))],
+                                  iou_threshold=config.iou_threshold, fp_conf=config.fp_conf)
+                  for role, p in preds.items()}
+        if int((tables["production"]["n_gt"] > 0).sum()) == 0:
+            continue
+        paired = paired_difference(tables["production"], tables["candidate"], n_boot=config.n_boot,
+                                   seed=config.seed).to_dict("records")[0]
+        ap = {role: average_precision(subset_gt, preds[role][preds[role]["frame_key"].isin(set(group["frame_key"]))])
+              for role in preds}
+        entry = {**{k: v for k, v in paired.items() if k != "subset"}, "map50_a": ap["production"]["ap50"],
+                 "map50_b": ap["candidate"]["ap50"], "gated": subset != "hard_trained",
+                 "production": summary(tables["production"]), "candidate": summary(tables["candidate"])}
+        subsets[subset] = entry
+        ci = entry["recall_diff_ci"]
+        rows.append({"subset": SUBSET_NAMES.get(subset, subset), "frames": entry["frames"], "videos": entry["videos"],
+                     "recall prod": entry["recall_a"], "recall cand": entry["recall_b"],
+                     "Δ recall": entry["recall_diff"], "Δ recall 95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+                     "median conf prod": entry["median_conf_a"], "median conf cand": entry["median_conf_b"],
+                     "Δ median conf": entry["median_conf_diff"], "mAP50 prod": entry["map50_a"],
+                     "mAP50 cand": entry["map50_b"], "gated": "yes" if entry["gated"] else "no (trained on)"})
+    report = {"month": month, "candidate_version": card["version"], "production_version": production.get("version"),
+              "candidate_weights_sha256": card["weights_sha256"], "production_weights_sha256":
+              production.get("weights_sha256"), "subsets": subsets, "n_boot": config.n_boot, "seed": config.seed,
+              "iou_threshold": config.iou_threshold, "cluster": "video_id"}
+    key = f"{model_prefix(card['version'])}comparison_{card['version']}.json"
+    digest = _write_json(store, key, report)
+    table = pd.DataFrame(rows)
+    return dg.MaterializeResult(metadata={
+        "candidate": card["version"], "production": str(production.get("version")),
+        "comparison": md_table(table.round(3) if len(table) else table),
+        "note": "a = production, b = candidate; Δ = candidate - production; CIs resample whole videos "
+                "(clips for hard examples); trained-on hard examples are in-sample and not gated",
+        "uri": store.uri(key), "sha256": digest})
+
+
+# --------------------------------------------------------------------------- shadow_report
+
+
+class ShadowConfig(dg.Config):
+    simulate: bool = False  # locally: replay held-out buffer frames through both models
+    simulated_period_h: float = 24.0  # the period the simulated logs declare in their timestamps
+    max_frames: int = 200
+    exclude_within_s: float = 20.0  # a buffer frame this close to a trained hard example is not held out
+    conf: float = 0.25
+    iou_threshold: float = 0.5
+
+
+def held_out_buffer_frames(store: ArtifactStore, month: str, exclude_within_s: float) -> pd.DataFrame:
+    """Buffer frames of the month (frame_key, video_id, camera, captured_at) that no trained hard
+    example shows: nothing within `exclude_within_s` of one on the same clip."""
+    frames = load_frame_manifests(store, "frames/buffer/")
+    if frames.empty:
+        return frames.assign(camera=[], captured_at=[])
+    parts = frames["frame_key"].str.split("/")
+    frames = frames.assign(camera=parts.str[2], day=parts.str[3], clip=parts.str[4])
+    frames = frames[frames["day"].str.startswith(month)].copy()
+    frames["captured_at"] = pd.to_datetime(frames["day"] + " " + frames["clip"].str[:2] + ":" +
+                                           frames["clip"].str[2:4] + ":" + frames["clip"].str[4:6], utc=True) + \
+        pd.to_timedelta(frames["actual_s"], unit="s")
+    hard = all_hard_labels(store, month)
+    trained = hard[hard["split"] == TRAIN]
+    if len(trained):
+        manifests = load_frame_manifests(store, "frames/hard/")
+        trained = manifests[manifests["frame_key"].isin(set(trained["frame_key"]))]
+        near = frames.merge(trained[["video_id", "actual_s"]], on="video_id", suffixes=("", "_hard"))
+        near = near[(near["actual_s"] - near["actual_s_hard"]).abs() < exclude_within_s]
+        frames = frames[~frames["frame_key"].isin(set(near["frame_key"]))]
+    return frames.sort_values("captured_at").reset_index(drop=True)
+
+
+def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: EngineBuilder, card: dict) -> dict:
+    """Production path: build the candidate's TensorRT engine on the Jetson and deploy it in shadow
+    mode. Where no engine can be built (a laptop) it says so and the shadow run is simulated."""
+    available, why = engine_builder.availability()
+    if not available:
+        return {"status": "not deployed", "reason": why}
+    version, name = card["version"], card["model"]
+    with tempfile.TemporaryDirectory(prefix="lbzf-shadow-engine-") as tmp:
+        folder = Path(tmp)
+        engine_local, sidecar_local = _engine_files(store, engine_builder, card, folder)
+        deploy = getattr(engine_builder, "deploy_engine", None)
+        if deploy is None:
+            return {"status": "built, not deployed", "engine_key": engine_key(version),
+                    "reason": f"{type(engine_builder).__name__} has no device to deploy to"}
+        result = deploy(engine_local, mode="shadow", metadata_path=sidecar_local)
+        context.log.info(f"{name} deployed in shadow mode: {result.to_metadata()}")
+        return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
+
+
+def _engine_files(store: ArtifactStore, engine_builder: EngineBuilder, card: dict, folder: Path) -> tuple[Path, Path]:
+    """The candidate's engine and sidecar (built once, kept in the store beside its weights)."""
+    from pipeline.export import export_onnx
+
+    version, name = card["version"], card["model"]
+    key = engine_key(version)
+    engine_local, sidecar_local = folder / f"{name}.engine", folder / f"{name}.engine.json"
+    if not store.exists(key):
+        weights = folder / f"{name}.pt"
+        store.download_file(card["weights_key"], weights)
+        onnx_path = export_onnx(weights, folder / f"{name}.onnx", imgsz=card["imgsz"])
+        built = engine_builder.build(onnx_path, folder / "out", engine_name=name)
+        if not built.built:
+            raise RuntimeError(f"engine for {version} not built: {built.reason}")
+        sidecar = built.metadata_path if built.metadata_path and Path(built.metadata_path).exists() else None
+        store.upload_file(onnx_path, f"{model_prefix(version)}{name}.onnx")
+        store.upload_file(Path(built.engine_path), key)
+        if sidecar:
+            store.upload_file(sidecar, key + ".json")
+        else:
+            store.write_bytes(key + ".json", json.dumps(built.to_metadata(), indent=2, default=str).encode())
+    store.download_file(key, engine_local)
+    store.download_file(key + ".json", sidecar_local)
+    return engine_local, sidecar_local
+
+
+@dg.asset(partitions_def=monthly_partitions, deps=[candidate_comparison], group_name="retraining", kinds={"json"})
+def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store: ArtifactStore,
+                  engine_builder: EngineBuilder) -> dg.MaterializeResult:
+    """The candidate beside production on the same frames: per-camera agreement, detection-rate and
+    confidence differences, latency, and the period covered. Reads the logs the Jetson uploads under
+    shadow/<version>/logs/; with simulate: true, replays held-out buffer frames through both models
+    to write those logs first."""
+    month = _month(context)
+    card = _month_candidate(store, month)
+    production = registry.production(store)
+    version = card["version"]
+    prefix = logs_prefix(version)
+    deployment = _deploy_candidate_to_shadow(context, store, engine_builder, card)
+    files = [i.key for i in store.list_keys(prefix) if i.key.endswith((".parquet", ".jsonl", ".json"))]
+    device_files = [k for k in files if not k.endswith(SIMULATED_FILE)]
+    simulated = {}
+    if config.simulate and device_files:
+        context.log.warning(f"{len(device_files)} device log file(s) under {prefix}: not simulating")
+    elif config.simulate:
+        frames = held_out_buffer_frames(store, month, config.exclude_within_s)
+        if len(frames) > config.max_frames:
+            frames = frames.iloc[[round(i * (len(frames) - 1) / (config.max_frames - 1))
+                                  for i in range(config.max_frames)]]
+        with tempfile.TemporaryDirectory(prefix="lbzf-shadow-") as tmp:
+            paths = []
+            for key in frames["frame_key"]:
+                paths.append(Path(tmp) / keys.package_file_name(key))
+                store.download_file(key, paths[-1])
+            prod_weights = _production_weights(store, production, Path(tmp))
+            cand_weights = Path(tmp) / "candidate.pt"
+            store.download_file(card["weights_key"], cand_weights)
+            start = datetime.now(timezone.utc).replace(microsecond=0)
+            logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
+                                 {version: (str(cand_weights), int(card["imgsz"])),
+                                  str(production["version"]): (str(prod_weights), int(production.get("imgsz") or 640))},
+                                 start=start, period_h=config.simulated_period_h, conf=config.conf)
+        store.write_bytes(prefix + SIMULATED_FILE, to_parquet_bytes(logs))
+        simulated = {"simulated_frames": len(frames), "simulated_period_h": config.simulated_period_h,
+                     "simulated_start": start.isoformat()}
+        files = [prefix + SIMULATED_FILE]
+    tables = [read_log_file(k, store.read_bytes(k)) for k in files]
+    logs = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+        columns=["timestamp", "camera", "model_version", "boxes", "confidences", "latency_ms"])
+    report = make_shadow_report(logs, candidate=version, production=str(production["version"]), conf=config.conf,
+                                iou_threshold=config.iou_threshold) if len(logs) else {
+        "candidate_version": version, "production_version": production["version"], "rows_candidate": 0,
+        "rows_production": 0, "paired_frames": 0, "period_h": 0.0, "per_camera": [], "overall": None}
+    report.update({"logs_prefix": prefix, "log_files": files, "source": "simulated" if simulated else
+                   ("device" if files else "none"), "deployment": deployment, **simulated})
+    key = f"{model_prefix(version)}shadow_report_{version}.json"
+    digest = _write_json(store, key, report)
+    per_camera = pd.DataFrame(report["per_camera"])
+    if not files:
+        context.log.warning(f"no shadow logs for {version} under {prefix}")
+    return dg.MaterializeResult(metadata={
+        "candidate": version, "production": str(production["version"]), "source": report["source"],
+        "log_files": len(files), "paired_frames": int(report.get("paired_frames", 0)),
+        "period_h": float(report.get("period_h") or 0.0), "period": f"{report.get('period_start')} to "
+                                                                  f"{report.get('period_end')}",
+        "per_camera": md_table(per_camera.round(3) if len(per_camera) else per_camera),
+        "overall": dg.MetadataValue.json(report.get("overall") or {}),
+        "shadow_deployment": dg.MetadataValue.json(deployment), "uri": store.uri(key), "sha256": digest})
+
+
+# --------------------------------------------------------------------------- production_model (the gate)
+
+
+class PromotionConfig(dg.Config):
+    max_recall_drop: float = 0.02
+    max_conf_drop: float = 0.05
+    refuse_significantly_worse: bool = True
+    min_shadow_hours: float = 24.0
+    min_shadow_frames: int = 10
+    min_agreement: float = 0.80
+    max_detection_rate_diff: float = 0.10
+    max_shadow_conf_drop: float = 0.10
+    max_latency_ratio: float = 1.25
+    allow_rolled_back: bool = False
+
+    def thresholds(self) -> PromotionThresholds:
+        return PromotionThresholds(**{k: getattr(self, k) for k in PromotionThresholds.__dataclass_fields__
+                                      if hasattr(self, k)})
+
+
+def _deploy_production_engine(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
+    """Production path: put the version's engine in the Jetson's production slot (atomic there)."""
+    available, why = engine_builder.availability()
+    deploy = getattr(engine_builder, "deploy_engine", None)
+    if not available or deploy is None:
+        return {"status": "pointer only", "reason": why if not available else
+                f"{type(engine_builder).__name__} has no device to deploy to"}
+    key = entry.get("engine_key")
+    if not key or not store.exists(key):
+        raise RuntimeError(f"no TensorRT engine for {entry['version']} in the store ({key}); the shadow step "
+                           "builds it on the Jetson: re-run shadow_report first")
+    with tempfile.TemporaryDirectory(prefix="lbzf-deploy-") as tmp:
+        engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
+        store.download_file(key, engine)
+        store.download_file(key + ".json", sidecar)
+        result = deploy(engine, mode="production", metadata_path=sidecar)
+    context.log.info(f"{entry['version']} deployed to production on the device: {result.to_metadata()}")
+    return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
+
+
+def _with_engine(store: ArtifactStore, card: dict) -> dict:
+    key = engine_key(card["version"])
+    if store.exists(key):
+        return {**card, "engine_key": key, "engine_sha256": sha256_bytes(store.read_bytes(key))}
+    return card
+
+
+def _checks_table(checks: list[dict]) -> dg.MetadataValue:
+    rows = [{"check": c["kind"], "subject": c["subject"], "value": str(c["value"]), "threshold": str(c["threshold"]),
+             "passed": "yes" if c["passed"] else "NO"} for c in checks]
+    return md_table(pd.DataFrame(rows), max_rows=80)
+
+
+@dg.asset(partitions_def=monthly_partitions, deps=[shadow_report], group_name="retraining", kinds={"json"},
+          pool="registry")
+def production_model(context: dg.AssetExecutionContext, config: PromotionConfig, store: ArtifactStore,
+                     engine_builder: EngineBuilder) -> dg.MaterializeResult:
+    """The promotion gate: the month's candidate becomes production (registry/production.json, and the
+    Jetson's production slot) only when the comparison and the shadow run pass and the shadow period
+    was long enough. Otherwise production is unchanged and every reason is listed."""
+    month = _month(context)
+    card = _with_engine(store, _month_candidate(store, month))
+    version = card["version"]
+    before = registry.production(store)
+    comparison_key = f"{model_prefix(version)}comparison_{version}.json"
+    shadow_key = f"{model_prefix(version)}shadow_report_{version}.json"
+    comparison = _json(store, comparison_key) if store.exists(comparison_key) else None
+    shadow = _json(store, shadow_key) if store.exists(shadow_key) else None
+    thresholds = config.thresholds()
+    decision = decide(comparison, shadow, thresholds, rolled_back_entry=registry.rolled_back(store, version),
+                      candidate=version, production=str((before or {}).get("version")))
+    deployment, changed = {}, False
+    if before and before.get("version") == version and before.get("weights_sha256") == card["weights_sha256"]:
+        outcome, why = "already production", f"{version} is already production (since {before.get('at')})"
+    elif decision.promote:
+        why = (f"monthly cycle {month}: all {len(decision.checks)} checks passed (comparison on frozen test, "
+               f"deployment test and held-out hard examples; {shadow.get('period_h', 0):.1f} h of shadow logs)")
+        deployment = _deploy_production_engine(context, store, engine_builder, card)
+        pointer, changed = registry.promote(store, card, why=why, run_id=_run_id(context))
+        outcome = "promoted" if changed else "already production"
+    else:
+        outcome, why = "refused", "; ".join(decision.reasons)
+        context.log.warning(f"{version} not promoted: {why}")
+    after = registry.production(store)
+    record = {"month": month, "candidate": version, "outcome": outcome, "why": why, "decision": decision.to_dict(),
+              "thresholds": thresholds.to_dict(), "production_before": (before or {}).get("version"),
+              "production_after": (after or {}).get("version"), "run_id": context.run_id,
+              "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "deployment": deployment}
+    _write_json(store, f"{model_prefix(version)}promotion_{version}.json", record)
+    metadata = {"decision": outcome, "candidate": version, "production_before": str(record["production_before"]),
+                "production_after": str(record["production_after"]), "changed": changed,
+                "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or
+                                               "- none: every check passed"),
+                "checks": _checks_table(decision.checks), "thresholds": dg.MetadataValue.json(thresholds.to_dict()),
+                "current_model_version": registry.current_model_version(store)}
+    if deployment:
+        metadata["device_deployment"] = dg.MetadataValue.json(deployment)
+    if store.exists(registry.PRODUCTION_KEY):
+        metadata["pointer_sha256"] = sha256_bytes(store.read_bytes(registry.PRODUCTION_KEY))
+        metadata["pointer_uri"] = store.uri(registry.PRODUCTION_KEY)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# --------------------------------------------------------------------------- production_pointer (+ rollback)
+
+
+class PointerConfig(dg.Config):
+    action: str = "show"  # "show": record the current pointer; "rollback": make the previous version production
+    to_version: str = ""  # rollback target; empty = the version before the current one
+    reason: str = ""
+
+
+def _history_table(store: ArtifactStore) -> dg.MetadataValue:
+    rows = [{"#": e.get("sequence"), "action": e.get("action"), "version": e.get("version"), "at": e.get("at"),
+             "previous": e.get("previous"), "rolled back": e.get("rolled_back_from") or "",
+             "why": (e.get("why") or "")[:120], "run": (e.get("run_id") or "")[:8]} for e in registry.history(store)]
+    return md_table(pd.DataFrame(rows))
+
+
+@dg.asset(deps=[production_model], group_name="retraining", kinds={"json"}, pool="registry")
+def production_pointer(context: dg.AssetExecutionContext, config: PointerConfig, store: ArtifactStore,
+                       engine_builder: EngineBuilder) -> dg.MaterializeResult:
+    """registry/production.json: the production model (version, weights/engine sha256, when, why, run)
+    and its history. With action: rollback (rollback_production_job) the previous version becomes
+    production again, on the device too; the history keeps everything."""
+    if config.action not in ("show", "rollback"):
+        raise ValueError(f"unknown action {config.action!r}: use 'show' or 'rollback'")
+    deployment = {}
+    if config.action == "rollback":
+        before = registry.production(store)
+        reason = config.reason or "operator rollback"
+        pointer, changed = registry.rollback(store, why=reason, run_id=_run_id(context),
+                                             to_version=config.to_version or None)
+        if changed:
+            deployment = _deploy_production_engine(context, store, engine_builder, pointer)
+        context.log.warning(f"rolled back production from {before.get('version')} to {pointer['version']}: {reason}")
+    entry = registry.production(store)
+    if entry is None:
+        return dg.MaterializeResult(metadata={"status": "no production model yet (run training_job)"})
+    fresh = registry.freshness(entry)
+    metadata = {"version": str(entry.get("version")), "action": str(entry.get("action")),
+                "weights_sha256": str(entry.get("weights_sha256")), "engine_sha256": str(entry.get("engine_sha256")),
+                "at": str(entry.get("at")), "why": str(entry.get("why")), "run_id": str(entry.get("run_id")),
+                "previous": str(entry.get("previous")), "history": _history_table(store),
+                "freshness": fresh["reason"], "pointer": "registry/production.json" if
+                store.exists(registry.PRODUCTION_KEY) else "none yet: production is the Stage B selection"}
+    if deployment:
+        metadata["device_deployment"] = dg.MetadataValue.json(deployment)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class FreshnessConfig(dg.Config):
+    max_age_days: float = registry.MAX_AGE_DAYS
+
+
+@dg.asset_check(asset=production_pointer, description="The production model is at most 35 days old")
+def production_model_fresh(config: FreshnessConfig, store: ArtifactStore) -> dg.AssetCheckResult:
+    result = registry.freshness(registry.production(store), max_age_days=config.max_age_days)
+    return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
+                               metadata={k: (v if v is not None else "") for k, v in result.items()})
+
+
+# --------------------------------------------------------------------------- automation
+
+
+@dg.sensor(job=retraining_resume_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Resumes a month waiting for hard-example labels once its CVAT export has been imported.")
+def hard_example_labels_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore) -> dg.SensorResult:
+    instance = context.instance
+    sent = instance.get_materialized_partitions(dg.AssetKey("hard_examples"))
+    done = instance.get_materialized_partitions(dg.AssetKey("hard_example_labels"))
+    waiting = sorted(set(sent) - set(done))
+    if not waiting or not store.exists(IMAGES_KEY):
+        return dg.SensorResult(skip_reason=f"{len(waiting)} month(s) waiting; no labels imported yet")
+    info = store.stat(IMAGES_KEY)
+    tasks = set(read_parquet(store, IMAGES_KEY)["task"].astype(str))
+    runs = [dg.RunRequest(run_key=f"{p}@{info.etag}", partition_key=p, tags={"lbzf/resumed": "labels imported"})
+            for p in waiting if task_name(p[:7]) in tasks]
+    if not runs:
+        return dg.SensorResult(skip_reason=f"waiting for labels of {', '.join(task_name(p[:7]) for p in waiting)}")
+    return dg.SensorResult(run_requests=runs)
+
+
+production_freshness_schedule = dg.ScheduleDefinition(
+    job=production_freshness_job, cron_schedule="0 7 * * *",
+    execution_timezone=os.environ.get("LBZF_TIMEZONE", "America/Bogota"),
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily: flag a production model older than 35 days.")
