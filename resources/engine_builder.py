@@ -12,6 +12,9 @@ one interface (`EngineBuilder`):
 
 Every engine gets a sidecar ``<engine_name>.engine.json`` (versions, sha256 of engine and ONNX);
 `check_engine_compatible` compares those versions with a device's before an engine is deployed.
+Builders that can *run* an engine (`inference_support`) do so with ``trtexec --loadEngine`` on given
+input tensors (`run_engine`): the raw outputs and per-frame latencies the engine validation compares
+with PyTorch (`pipeline.engine_validation`).
 `select_engine_builder` picks the builder from the environment (``DAGSTER_DEPLOYMENT``, ``LBZF_JETSON_*``).
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import dagster as dg
+import numpy as np
 from pydantic import Field
 
 from pipeline.hashing import sha256_file
@@ -129,6 +133,69 @@ class EngineDeployResult:
 
     def to_metadata(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class EngineRunResult:
+    """An engine run over input tensors: one raw output per input, and its latency (ms, the median
+    of trtexec's timed iterations: host-to-device + GPU compute + device-to-host)."""
+
+    outputs: list[np.ndarray]
+    latency_ms: list[float]
+    host: str
+    log_tail: str = ""
+
+
+# --------------------------------------------------------------------------- running engines (trtexec)
+
+
+def trtexec_run_args(trtexec: str, engine: str, input_name: str, input_file: str, output_json: str,
+                     times_json: str, iterations: int) -> list[str]:
+    """trtexec arguments that run ``engine`` once per timed iteration on the raw float32 tensor in
+    ``input_file`` and export the output tensors and the per-iteration timings as JSON."""
+    return [trtexec, f"--loadEngine={engine}", f"--loadInputs={input_name}:{input_file}",
+            f"--exportOutput={output_json}", f"--exportTimes={times_json}", f"--iterations={max(1, int(iterations))}",
+            "--warmUp=0", "--duration=0"]
+
+
+_NON_FINITE = re.compile(r"(?<![\w\"])(-?)(nan|inf)(?![\w\"])", re.I)
+
+
+def _json_with_non_finite(text: str) -> Any:
+    """trtexec prints non-finite floats as nan / -nan / inf; Python's json reads NaN / Infinity."""
+    return json.loads(_NON_FINITE.sub(lambda m: "NaN" if m.group(2).lower() == "nan" else f"{m.group(1)}Infinity",
+                                      text))
+
+
+def parse_trtexec_output(text: str, name: str = "output0") -> np.ndarray:
+    """The tensor ``name`` from a ``trtexec --exportOutput`` file:
+    ``[{"name": ..., "dimensions": "1x5x8400", "values": [...]}, ...]``."""
+    entries = _json_with_non_finite(text)
+    if not isinstance(entries, list) or not entries:
+        raise EngineBuildError("trtexec wrote no output tensors.", remedy="check the engine has an output tensor.")
+    entry = next((e for e in entries if e.get("name") == name), None)
+    if entry is None:
+        names = [e.get("name") for e in entries]
+        raise EngineBuildError(f"the engine has no output {name!r} (outputs: {names}).",
+                               remedy="rebuild the engine from the pipeline's ONNX (output 'output0').")
+    dims = [int(d) for d in re.findall(r"\d+", str(entry.get("dimensions", "")))]
+    values = np.asarray(entry.get("values", []), dtype=np.float32)
+    if not dims or int(np.prod(dims)) != values.size:
+        raise EngineBuildError(f"output {name!r}: dimensions {entry.get('dimensions')!r} do not match "
+                               f"{values.size} values.", remedy="check the trtexec version writes --exportOutput fully.")
+    return values.reshape(dims)
+
+
+def parse_trtexec_times(text: str) -> float:
+    """Median latency (ms) of the timed iterations in a ``trtexec --exportTimes`` file."""
+    entries = _json_with_non_finite(text)
+    values = [float(e.get("latencyMs", e.get("computeMs"))) for e in entries or []
+              if isinstance(e, Mapping) and e.get("latencyMs", e.get("computeMs")) is not None]
+    return float(np.median(values)) if values else float("nan")
+
+
+def _input_bytes(tensor: np.ndarray) -> bytes:
+    return np.ascontiguousarray(tensor, dtype=np.float32).tobytes()
 
 
 # --------------------------------------------------------------------------- version parsing
@@ -318,6 +385,17 @@ class EngineBuilder(dg.ConfigurableResource, abc.ABC):
         attempted and failed raises `EngineBuildError` (``.to_result()`` gives status 'failed').
         """
 
+    def inference_support(self) -> tuple[bool, str]:
+        """(True, how) when `run_engine` can run an engine this builder built, else (False, why not)."""
+        return False, f"{type(self).__name__} cannot run engines"
+
+    def run_engine(self, engine_path: Path, inputs: list[np.ndarray], *, input_name: str = "images",
+                   output_name: str = "output0", iterations: int = 10) -> EngineRunResult:
+        """Run the engine on each input tensor where it was built; raw outputs and latencies."""
+        ok, why = self.inference_support()
+        raise EngineBuildError(f"cannot run {Path(engine_path).name}: {why}.",
+                               remedy="validate on the device the engine was built on (the Jetson over SSH).")
+
 
 class UnavailableEngineBuilder(EngineBuilder):
     """Stands in where no engine can be built: never builds, always says why."""
@@ -465,6 +543,44 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
                                    remedy="read the log tail; check the ONNX opset/shapes are supported by this TensorRT.",
                                    host=host, log_tail=_log_tail(log))
         return log, precision
+
+    def inference_support(self) -> tuple[bool, str]:
+        if self.use_trtexec and shutil.which(self.trtexec_path):
+            return True, f"trtexec --loadEngine on {socket.gethostname()}"
+        return False, (f"validation runs `trtexec --loadEngine`; trtexec {self.trtexec_path!r} is "
+                       + ("not on PATH" if self.use_trtexec else "not enabled (use_trtexec=False)")
+                       + "; set use_trtexec=True with trtexec installed, or build on the Jetson")
+
+    def run_engine(self, engine_path: Path, inputs: list[np.ndarray], *, input_name: str = "images",
+                   output_name: str = "output0", iterations: int = 10) -> EngineRunResult:
+        ok, why = self.inference_support()
+        host = socket.gethostname()
+        if not ok:
+            raise EngineBuildError(f"cannot run {Path(engine_path).name} here: {why}.", host=host)
+        if not inputs:
+            raise EngineBuildError("no input tensors to run the engine on.", remedy="pass at least one frame.")
+        outputs, latencies, log = [], [], ""
+        with tempfile.TemporaryDirectory(prefix="lbzf-run-") as tdir:
+            for i, tensor in enumerate(inputs):
+                folder = Path(tdir)
+                (folder / f"in_{i:05d}.bin").write_bytes(_input_bytes(tensor))
+                args = trtexec_run_args(self.trtexec_path, str(engine_path), input_name, str(folder / f"in_{i:05d}.bin"),
+                                        str(folder / f"out_{i:05d}.json"), str(folder / f"times_{i:05d}.json"),
+                                        iterations)
+                try:
+                    proc = subprocess.run(args, capture_output=True, text=True, timeout=self.command_timeout_s)
+                except subprocess.TimeoutExpired as exc:
+                    raise EngineBuildError(f"trtexec on {host} did not finish running {Path(engine_path).name} within "
+                                           f"{self.command_timeout_s:.0f}s.", host=host,
+                                           remedy="raise command_timeout_s or check the GPU is not busy.") from exc
+                log = (proc.stdout or "") + (proc.stderr or "")
+                if proc.returncode != 0:
+                    raise EngineBuildError(f"trtexec on {host} failed (exit status {proc.returncode}) running "
+                                           f"{Path(engine_path).name}.", host=host, log_tail=_log_tail(log),
+                                           remedy="read the log tail; the engine must come from this host's TensorRT.")
+                outputs.append(parse_trtexec_output((folder / f"out_{i:05d}.json").read_text(), output_name))
+                latencies.append(parse_trtexec_times((folder / f"times_{i:05d}.json").read_text()))
+        return EngineRunResult(outputs=outputs, latency_ms=latencies, host=host, log_tail=_log_tail(log))
 
     def _build_python(self, onnx_path: Path, engine_tmp: Path, precision: str, calib: Path | None,
                       workspace_mb: int) -> tuple[str, str]:
@@ -962,6 +1078,78 @@ class JetsonSSHEngineBuilder(EngineBuilder):
                                                   builder="jetson-ssh", extra=extra))
         result.metadata_path = sidecar
         return result
+
+    # ------------------------------------------------------------------ run (validation)
+
+    def inference_support(self) -> tuple[bool, str]:
+        problem = self._config_problem()
+        if problem:
+            return False, problem
+        return True, f"trtexec --loadEngine on {self._where}"
+
+    def run_engine(self, engine_path: Path, inputs: list[np.ndarray], *, input_name: str = "images",
+                   output_name: str = "output0", iterations: int = 10) -> EngineRunResult:
+        """Run ``engine_path`` on the Jetson once per input tensor with ``trtexec --loadEngine``.
+
+        The engine (sha256 checked on the device) and the raw float32 inputs go to a private folder
+        under ``remote_dir/validation/``, one remote shell command runs trtexec per input (exporting
+        the output tensors and timings as JSON), the JSON comes back, and the folder is removed.
+        """
+        engine_path = Path(engine_path)
+        if not engine_path.is_file():
+            raise EngineBuildError(f"engine {engine_path} does not exist.", remedy="build the engine first.")
+        if not inputs:
+            raise EngineBuildError("no input tensors to run the engine on.", remedy="pass at least one frame.")
+        q = shlex.quote
+        vdir = posixpath.join(self.effective_remote_dir, "validation", uuid.uuid4().hex[:12])
+        r_engine = posixpath.join(vdir, engine_path.name)
+        local_sha = sha256_file(engine_path)
+        marker = f"@@LBZF-RUN-{uuid.uuid4().hex[:8]}"
+        with self._session() as client:
+            sftp = client.open_sftp()
+            try:
+                self._sftp_makedirs(sftp, vdir)
+                self._put_file(sftp, engine_path, r_engine)
+                remote_sha = self._remote_sha256(client, r_engine, what="placing the engine to validate")[r_engine]
+                if remote_sha != local_sha:
+                    raise EngineBuildError(f"engine uploaded to {self._where}:{r_engine} is damaged (sha256 {remote_sha} "
+                                           f"!= local {local_sha}).", remedy="retry; check free disk space on the device.",
+                                           host=self.host)
+                steps = []
+                with tempfile.TemporaryDirectory(prefix="lbzf-run-") as tdir:
+                    for i, tensor in enumerate(inputs):
+                        local_in = Path(tdir) / f"in_{i:05d}.bin"
+                        local_in.write_bytes(_input_bytes(tensor))
+                        self._put_file(sftp, local_in, posixpath.join(vdir, local_in.name))
+                        args = trtexec_run_args(self.trtexec_path, r_engine, input_name,
+                                                posixpath.join(vdir, local_in.name),
+                                                posixpath.join(vdir, f"out_{i:05d}.json"),
+                                                posixpath.join(vdir, f"times_{i:05d}.json"), iterations)
+                        log = posixpath.join(vdir, f"log_{i:05d}.txt")
+                        steps.append(f"{' '.join(q(a) for a in args)} > {q(log)} 2>&1 || "
+                                     f"{{ rc=$?; echo {marker} FAILED {i} $rc; tail -n 40 {q(log)}; exit $rc; }}")
+                script = "; ".join(steps) + f"; echo {marker} DONE"
+                limit = max(1, int(self.command_timeout_s))
+                wrapped = (f"if command -v timeout >/dev/null 2>&1; then exec timeout -k 30 {limit} sh -c {q(script)}; "
+                           f"else exec sh -c {q(script)}; fi")
+                rc, out = self._run(client, wrapped, timeout=self.command_timeout_s + 60)
+                if rc != 0 or f"{marker} DONE" not in out:
+                    why = f"timed out after {limit}s" if rc == 124 else f"failed (exit status {rc})"
+                    raise EngineBuildError(f"running {engine_path.name} with trtexec on {self._where} {why}.",
+                                           remedy="read the log tail; the engine must come from this device's TensorRT "
+                                                  "and its input must be float32 [1, 3, imgsz, imgsz].",
+                                           host=self.host, log_tail=_log_tail(out))
+                outputs, latencies = [], []
+                for i in range(len(inputs)):
+                    with sftp.open(posixpath.join(vdir, f"out_{i:05d}.json"), "r") as handle:
+                        outputs.append(parse_trtexec_output(handle.read().decode("utf-8", "replace"), output_name))
+                    with sftp.open(posixpath.join(vdir, f"times_{i:05d}.json"), "r") as handle:
+                        latencies.append(parse_trtexec_times(handle.read().decode("utf-8", "replace")))
+            finally:
+                with contextlib.suppress(Exception):
+                    self._run(client, f"rm -rf -- {q(vdir)}", timeout=60)
+                sftp.close()
+        return EngineRunResult(outputs=outputs, latency_ms=latencies, host=self.host, log_tail=_log_tail(out))
 
     # ------------------------------------------------------------------ deploy
 
