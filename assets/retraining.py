@@ -35,8 +35,8 @@ from pipeline.shadow import SIMULATED_FILE, logs_prefix, read_log_file, shadow_r
 from pipeline.split import split_csv
 from pipeline.training import TrainingRecipe
 from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
-                                 dataset_name, dataset_prefix, engine_key, model_name, model_prefix, split_key,
-                                 weights_key)
+                                 dataset_name, dataset_prefix, engine_key, is_version, model_name, model_prefix,
+                                 split_key, weights_key)
 from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
 from resources.engine_builder import EngineBuilder
 from resources.storage import ArtifactStore
@@ -206,6 +206,24 @@ def _production_weights(store: ArtifactStore, entry: dict, folder: Path) -> Path
     return target
 
 
+def _card_month(store: ArtifactStore, version) -> str | None:
+    key = f"{model_prefix(version)}model_card.json" if version and is_version(str(version)) else None
+    return _json(store, key).get("month") if key and store.exists(key) else None
+
+
+def month_parent(store: ArtifactStore, month: str) -> dict | None:
+    """The production model the month's candidate is trained from and compared with: current
+    production, unless that is itself a candidate of this month or a later one (the month is being
+    re-run after its promotion): then the production entry before it."""
+    current = registry.production(store)
+    if current is None or (_card_month(store, current.get("version")) or "") < month:
+        return current
+    for entry in reversed(registry.history(store)):
+        if entry.get("action") in ("promote", "bootstrap") and (_card_month(store, entry.get("version")) or "") < month:
+            return entry
+    return current
+
+
 def _train_dir(name: str, identity: str) -> Path:
     root = Path(os.environ.get("LBZF_TRAIN_DIR", Path(tempfile.gettempdir()) / "lbzf-train-runs"))
     return root / f"{name}-{identity[:12]}"  # a re-run of the same candidate resumes; another one never does
@@ -219,7 +237,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     training set plus every labelled hard example so far. The frozen test split and the deployment
     test set are never trained on (checked here, the run fails if they are)."""
     month = _month(context)
-    production = registry.production(store)
+    production = month_parent(store, month)
     if production is None:
         raise registry.RegistryError(registry.PRODUCTION_KEY, "production", None,
                                      "run training_job first: Stage B selects the first production model",
@@ -233,6 +251,13 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     check_training_set(val, base, version=f"for {month}", role="validation")
     split_bytes, split_sha = split_csv(table)
     recipe = config.recipe()
+    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
+    rows = pd.concat([train, val]).merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
+    missing = sorted(set(train["frame_key"]) - set(rows["frame_key"]))
+    if missing:
+        raise registry.RegistryError(f"candidate for {month}", "frame_key", missing[:3],
+                                     "re-import the annotations (annotations_job)",
+                                     problem=f"{len(missing)} training frames have no labels")
     with tempfile.TemporaryDirectory(prefix="lbzf-candidate-") as tmp:
         parent = _production_weights(store, production, Path(tmp))
         parent_sha = sha256_file(parent)
@@ -248,14 +273,6 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             card = _json(store, card_key)
             context.log.info(f"{version} was already trained from these inputs: reusing it")
         else:
-            images = read_parquet(store, IMAGES_KEY)
-            chosen, boxes = primary_labels(images, read_parquet(store, ANNOTATIONS_KEY))
-            rows = pd.concat([train, val]).merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
-            missing = sorted(set(train["frame_key"]) - set(rows["frame_key"]))
-            if missing:
-                raise registry.RegistryError(split_key(version), "frame_key", missing[:3],
-                                             "re-import the annotations (annotations_job)",
-                                             problem=f"{len(missing)} training frames have no labels")
             root = Path(tmp) / "dataset"
             local = []
             for key in rows["frame_key"]:
@@ -340,7 +357,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     by video of the recall and best-confidence differences (candidate - production)."""
     month = _month(context)
     card = _month_candidate(store, month)
-    production = registry.production(store)
+    production = month_parent(store, month)
     frames, gt = comparison_frames(store, month)
     preds = {}
     with tempfile.TemporaryDirectory(prefix="lbzf-compare-") as tmp:
@@ -478,7 +495,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     to write those logs first."""
     month = _month(context)
     card = _month_candidate(store, month)
-    production = registry.production(store)
+    production = month_parent(store, month)
     version = card["version"]
     prefix = logs_prefix(version)
     deployment = _deploy_candidate_to_shadow(context, store, engine_builder, card)

@@ -36,6 +36,7 @@ import stat
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -390,7 +391,7 @@ def _read_zip(path: Path, parsed: _Parsed, limits: ArchiveLimits) -> None:
                         _parse_xml(data, source, subset, parsed)
     except zipfile.BadZipFile as exc:
         raise AnnotationError(shown, "zip", str(exc), _REEXPORT_SUFFIX, problem="unreadable zip archive") from exc
-    except (RuntimeError, NotImplementedError) as exc:  # zipfile: a member it cannot decompress
+    except (RuntimeError, NotImplementedError, zlib.error, EOFError) as exc:  # a member it cannot decompress
         raise AnnotationError(shown, "zip", str(exc), _REEXPORT_SUFFIX, problem="unreadable zip member") from exc
 
 

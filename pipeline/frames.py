@@ -8,7 +8,10 @@ nominal frame rate, which are wrong on variable-rate, odd-rate and offset-start 
 How it stays fast: one cheap pass reads the packets without decoding them (timestamps, keyframe
 flags). From that index we know which frame each target needs and which keyframe its decoding
 must start from. A second pass feeds the decoder only those stretches — keyframe up to the last
-wanted frame of each group of pictures (GOP) — and skips every other packet undecoded.
+wanted frame of each group of pictures (GOP) — and skips every other packet undecoded. Without
+B-frames the stretches go through one frame-threaded decoder back to back (drained once, at the
+end), and `extract_frames` converts, encodes and writes JPEGs on a helper thread while decoding
+goes on. docs/benchmarks.md ("Frame extraction") has the figures against the decode-only floor.
 
 How it stays exact: the chosen frame is identified by its pts before any decoding, and the
 decoded frame is matched by pts, never by counting outputs; decode order differs from

@@ -182,8 +182,10 @@ def check_training_set(frames: pd.DataFrame, base_split: pd.DataFrame, *, versio
     if len(by_video) > len(by_frame):
         problems.append(f"frames of {by_video['video_id'].nunique()} protected video(s), e.g. "
                         f"{by_video['video_id'].iloc[0]}")
+    # camera-days: checked for frames added to the v0 split (its own rows follow its own grouping rule)
+    added = frames[~frames["frame_key"].isin(set(base_split["frame_key"]))]
     protected_days = set(zip(protected["camera"].astype(str), protected["recorded_day"].astype(str)))
-    days = [(c, d) for c, d in zip(frames["camera"].astype(str), frames["recorded_day"].astype(str))
+    days = [(c, d) for c, d in zip(added["camera"].astype(str), added["recorded_day"].astype(str))
             if (c, d) in protected_days]
     if days:
         problems.append(f"{len(days)} frame(s) from protected camera-days, e.g. {days[0][0]} {days[0][1]}")

@@ -7,9 +7,10 @@ It uses the server binaries of Debian's ``postgresql`` package (``/usr/lib/postg
 ``LBZF_TEST_PG_BINDIR`` overrides): ``initdb`` makes a fresh cluster in a temporary directory (trust
 authentication, loopback only), ``pg_ctl start`` runs it on a free port of 127.0.0.1 with Unix sockets
 off and TLS on (a throwaway self-signed certificate for 127.0.0.1, so clients can use any ``sslmode``
-up to ``verify-full`` with ``root_cert``), a database ``dagster`` is created, and on exit the server is stopped (``pg_ctl stop -m fast``)
-and the directory removed. PostgreSQL refuses to run as root, so when this runs as root the server
-runs as the ``postgres`` system user (created by the Debian package) and the directory is theirs.
+up to ``verify-full`` with ``root_cert``), a database ``dagster`` is created, and on exit the server
+is stopped (``pg_ctl stop -m fast``) and the directory removed. PostgreSQL refuses to run as root, so
+when this runs as root the server runs as the ``postgres`` system user (created by the Debian
+package) and the directory is theirs.
 
 Run ``python tests/pg_server.py`` to keep one up by hand.
 """
@@ -44,7 +45,8 @@ def find_bindir() -> Path | None:
         candidates.append(str(Path(initdb).resolve().parent))
     for candidate in candidates:
         path = Path(candidate)
-        if all((path / tool).is_file() and os.access(path / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        tools = [path / tool for tool in ("initdb", "pg_ctl", "postgres")]
+        if all(tool.is_file() and os.access(tool, os.X_OK) for tool in tools):
             return path
     return None
 

@@ -59,7 +59,10 @@ def _metadata(instance, key: str) -> dict:
 
 
 def test_source_footage_and_exports_are_never_modified(demo):
-    assert demo["before"] and demo["before"] == demo["after"]
+    kept = {k: v for k, v in demo["after"].items() if k in demo["before"]}
+    assert demo["before"] and demo["before"] == kept
+    # the only new source is the simulated annotator's CVAT export of the month's hard examples (Stage C)
+    assert set(demo["after"]) - set(demo["before"]) == {"annotations/incoming/hard_examples_2026-07/sophia/export_1.zip"}
 
 
 def test_frames_have_exact_timestamps_and_hashes(demo):

@@ -86,7 +86,7 @@ def test_definitions_hold_the_whole_graph():
     checks = {c.name for c in graph.asset_check_keys}
     assert {"annotator_agreement", "split_has_no_leaks", "split_ratios_within_tolerance", "onnx_parity"} <= checks
     assert defs.resolve_schedule_def("monthly_retraining_job_schedule") is not None
-    assert {s.name for s in defs.sensors} == {"buffer_footage_sensor", "annotation_exports_sensor"}
+    assert {"buffer_footage_sensor", "annotation_exports_sensor"} <= {s.name for s in defs.sensors}
 
 
 PROD_INSTANCE_ENV = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster",

@@ -24,7 +24,7 @@ from pipeline import keys
 from pipeline.demo.annotators import LabelledImage, coco_export_zip
 from pipeline.demo.encode import write_h264
 from pipeline.demo.motion import make_path
-from pipeline.demo.scene import load_photos, render
+from pipeline.demo.scene import boxes_in_view, load_photos, render
 from pipeline.errors import AnnotationError
 from resources.storage import LocalArtifactStore
 
@@ -71,8 +71,7 @@ def store_root(base, tmp_path) -> Path:
 
 
 def truth(base: dict, video_id: str, frame: int) -> list[tuple[float, float, float, float]]:
-    from pipeline.demo.scene import boxes_in_view
-
+    """The exact person boxes of frame `frame` of a generated video (the demo camera's ground truth)."""
     path = base["paths"][video_id]
     return boxes_in_view(path.photo, path.views[frame], W, H)
 

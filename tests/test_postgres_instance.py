@@ -146,7 +146,8 @@ def queued_run(pg, s3_endpoint, tmp_path_factory):
             assert daemon.poll() is None, f"dagster-daemon exited:\n{daemon_log.read_text(errors='replace')}"
             time.sleep(0.5)
             status = _query(pg, "SELECT status FROM runs WHERE run_id = %s", (run_id,))[0][0]
-    assert status == "SUCCESS", f"run {run_id} is {status}\n--- daemon log ---\n{daemon_log.read_text(errors='replace')}"
+    assert status == "SUCCESS", \
+        f"run {run_id} is {status}\n--- daemon log ---\n{daemon_log.read_text(errors='replace')}"
     return {"run_id": run_id, "status_before_daemon": status_before_daemon, "home": dagster_home, "env": env,
             "bucket": bucket, "endpoint": s3_endpoint,
             "sse_key": config["compute_logs"]["config"].get("upload_extra_args", {}).get("SSEKMSKeyId")}

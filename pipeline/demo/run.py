@@ -88,7 +88,9 @@ def cycle_run_config() -> dict:
     return {"ops": {
         "candidate_model": {"config": {"imgsz": 160, "epochs": 1, "batch": 16,
                                        "extra": {"close_mosaic": 0, "warmup_epochs": 0}}},
-        "candidate_comparison": {"config": {"n_boot": 300}},
+        # v0 was trained at 320 px, the demo's candidate at 160 px to save time: compare both at 160
+        # (the default, 0, compares each model at the size it is deployed with)
+        "candidate_comparison": {"config": {"n_boot": 300, "imgsz": 160}},
         "shadow_report": {"config": {"simulate": True}},
     }}
 
@@ -144,7 +146,8 @@ def run_monthly_cycle(defs, instance, store, log: list, month: str) -> None:
     for run in result.run_requests:
         _execute(defs, "retraining_resume_job", instance, log, partition_key=run.partition_key,
                  run_config=cycle_run_config())
-    if registry.read_pointer(store) is not None:  # something was promoted: show the way back
+    pointer = registry.read_pointer(store)
+    if pointer is not None and pointer["action"] == "promote":  # promoted: show the way back
         _execute(defs, "rollback_production_job", instance, log, run_config={"ops": {"production_pointer": {
             "config": {"action": "rollback", "reason": "demo: operator rolls the promotion back"}}}})
 

@@ -1,0 +1,1 @@
+"""Reliability and security suite: fault injection against the real code paths (see docs/reliability.md)."""

@@ -1,0 +1,239 @@
+"""Footage faults on real bytes: each bad upload is quarantined with a clear error, the source bytes stay
+as they were, nothing partial is written, and the fixed upload re-runs to byte-identical frames."""
+from __future__ import annotations
+
+import fractions
+from pathlib import Path
+
+import av
+import dagster as dg
+import numpy as np
+import pytest
+
+from pipeline.errors import BadFootageError
+from pipeline.frames import extract_frames, probe_video
+from pipeline.near_duplicates import cross_split_pairs, phash_bytes
+from pipeline.quarantine import quarantine_bad_footage, quarantine_key, read_record
+from pipeline.sensors import buffer_footage_sensor
+from resources.storage import LocalArtifactStore
+
+try:
+    from reliability.conftest import store_hashes, tree_hashes
+except ImportError:  # pragma: no cover
+    from tests.reliability.conftest import store_hashes, tree_hashes
+
+MS = fractions.Fraction(1, 1000)
+
+
+def encode(path: Path, n: int = 90, fps: int = 30, *, faststart: bool = False, size=(160, 120)) -> Path:
+    """A real H.264 MP4 (moov at the end unless faststart) with a moving square."""
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format="mp4", options=options) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = MS
+        stream.codec_context.time_base = MS
+        stream.options = {"preset": "ultrafast", "g": "30", "keyint_min": "30", "sc_threshold": "0", "crf": "23"}
+        for i in range(n):
+            img = np.full((size[1], size[0], 3), 90, np.uint8)
+            x = (4 * i) % (size[0] - 30)
+            img[40:70, x:x + 30] = (240, 40, 40)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = round(i * 1000 / fps)
+            frame.time_base = MS
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def good_video(tmp_path_factory) -> bytes:
+    return encode(tmp_path_factory.mktemp("good") / "good.mp4").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def faststart_video(tmp_path_factory) -> bytes:
+    return encode(tmp_path_factory.mktemp("fs") / "fs.mp4", n=150, faststart=True).read_bytes()
+
+
+def audio_only(path: Path) -> bytes:
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=44100)
+        stream.layout = "mono"
+        t = np.arange(22050) / 44100
+        frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :],
+                                           format="fltp", layout="mono")
+        frame.sample_rate = 44100
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path.read_bytes()
+
+
+def bad_bytes(kind: str, good: bytes, faststart: bytes, tmp: Path) -> bytes:
+    if kind == "empty":
+        return b""
+    if kind == "not_a_video":
+        return np.random.default_rng(7).integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+    if kind == "text_as_mp4":
+        return b"video_id,key,operation\nop1,raw/videos/op1.mp4,collar\n" * 50
+    if kind == "audio_only":
+        return audio_only(tmp / "sound.mp4")
+    if kind == "moov_missing":
+        return good[: len(good) // 2]
+    if kind == "cut_midstream":
+        return faststart[: len(faststart) // 2]
+    if kind == "unsupported_codec":
+        data = bytearray(good)
+        entry = data.index(b"avc1", data.index(b"stsd"))
+        data[entry:entry + 4] = b"zzzz"
+        return bytes(data)
+    raise KeyError(kind)
+
+
+CASES = [  # kind, field the error must name, words of the problem
+    ("empty", "size", "empty file"),
+    ("not_a_video", "container", ""),
+    ("text_as_mp4", "container", ""),
+    ("audio_only", "streams", "audio"),
+    ("moov_missing", "container", ""),
+    ("cut_midstream", "duration_s", ""),
+    ("unsupported_codec", "codec", ""),
+]
+
+
+def ingest(store: LocalArtifactStore, key: str, out_dir: Path, targets=(0.0, 1.0, 2.0)):
+    """What video_frames does: read through the store, quarantine bad footage, extract all-or-nothing."""
+    with quarantine_bad_footage(store, key):
+        with store.local_copy(key) as local:
+            probe_video(local)
+            return extract_frames(local, list(targets), out_dir, video_id=key.rsplit("/", 1)[-1][:-4])
+
+
+@pytest.mark.parametrize("kind,field,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_footage_is_quarantined_and_the_fix_reruns_identically(request, kind, field, words, good_video,
+                                                                    faststart_video, tmp_path):
+    request.node.add_marker(pytest.mark.fault(f"footage.{kind}"))
+    fault = request.getfixturevalue("fault")
+    root = tmp_path / "store"
+    seeder = LocalArtifactStore(root=str(root), allow_source_writes=True)
+    key = f"raw/videos/op_collar_{kind}.mp4"
+    seeder.write_bytes(key, bad_bytes(kind, good_video, faststart_video, tmp_path))
+    store = LocalArtifactStore(root=str(root))
+    before = store_hashes(store, "raw/")
+    out = tmp_path / "frames"
+    with fault.rejects(BadFootageError, key, "Remedy:", f"field '{field}'", words, "quarantine record",
+                       outcome="quarantined") as seen:
+        ingest(store, key, out)
+    assert seen["error"].field == field
+    record = read_record(store, key)
+    assert record is not None and record.field == field and record.key == key
+    assert record.sha256 == before[key]  # the record is about exactly these bytes
+    fault.source(before, store_hashes(store, "raw/"))
+    assert store_hashes(store, "raw/") == before
+    partial = list(out.glob("*")) if out.exists() else []
+    fault.partial(len(partial))
+    assert partial == []
+
+    # the operator replaces the file: the record goes away and two runs give the same bytes
+    seeder.write_bytes(key, good_video)
+    first = ingest(store, key, tmp_path / "run1")
+    second = ingest(store, key, tmp_path / "run2")
+    assert not store.exists(quarantine_key(key))
+    assert len(first) == 3
+    fault.rerun(tree_hashes(tmp_path / "run1"), tree_hashes(tmp_path / "run2"))
+    assert [r.jpeg_sha256 for r in first] == [r.jpeg_sha256 for r in second]
+
+
+@pytest.mark.fault("footage.fixed_rerun_identical")
+def test_good_footage_reruns_byte_identical(fault, good_video, tmp_path):
+    root = tmp_path / "store"
+    LocalArtifactStore(root=str(root), allow_source_writes=True).write_bytes("raw/videos/a.mp4", good_video)
+    store = LocalArtifactStore(root=str(root))
+    before = store_hashes(store, "raw/")
+    ingest(store, "raw/videos/a.mp4", tmp_path / "r1")
+    ingest(store, "raw/videos/a.mp4", tmp_path / "r2")
+    fault.rerun(tree_hashes(tmp_path / "r1"), tree_hashes(tmp_path / "r2"))
+    fault.source(before, store_hashes(store, "raw/"))
+    fault.observed("survived")
+
+
+@pytest.mark.fault("footage.target_past_end")
+def test_target_past_the_end_fails_before_writing(fault, good_video, tmp_path):
+    video = tmp_path / "a.mp4"
+    video.write_bytes(good_video)
+    before = tree_hashes(tmp_path)
+    out = tmp_path / "out"
+    with fault.rejects(BadFootageError, str(video), "Remedy:"):
+        extract_frames(video, [0.0, 60.0], out, video_id="a")
+    fault.partial(len(list(out.glob("*"))) if out.exists() else 0)
+    assert not out.exists() or list(out.iterdir()) == []
+    fault.source(before, {k: v for k, v in tree_hashes(tmp_path).items() if not k.startswith("out")})
+
+
+@pytest.mark.fault("footage.duplicate_upload")
+def test_duplicate_upload_under_another_name_is_flagged(fault, good_video, tmp_path):
+    """The same bytes uploaded twice under two names: by video id the split cannot see it, so both copies
+    can land in different splits. It must not pass silently: the frame records carry the same
+    video_sha256 and the near-duplicate audit on dataset_split reports distance-0 pairs across splits."""
+    records, split_of = {}, {"op_collar_01": "train", "op_collar_01_copy": "test"}
+    keys, splits, hashes = [], [], []
+    for vid in split_of:
+        path = tmp_path / f"{vid}.mp4"
+        path.write_bytes(good_video)
+        records[vid] = extract_frames(path, [0.0, 1.0, 2.0], tmp_path / vid, video_id=vid)
+        for r in records[vid]:
+            keys.append(f"frames/ops/{vid}/{r.jpeg_name}")
+            splits.append(split_of[vid])
+            hashes.append(phash_bytes((tmp_path / vid / r.jpeg_name).read_bytes()))
+    assert records["op_collar_01"][0].video_sha256 == records["op_collar_01_copy"][0].video_sha256
+    pairs = cross_split_pairs(keys, splits, np.array(hashes, dtype=np.uint64), max_distance=6)
+    assert len(pairs) >= 3 and int(pairs["distance"].min()) == 0, pairs
+    fault.observed("flagged", f"{len(pairs)} cross-split near-duplicate pairs at distance 0; same video_sha256")
+
+
+def tick(store, cursor):
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor,
+                                      resources={"store": store})
+    return buffer_footage_sensor(context)
+
+
+@pytest.mark.fault("footage.still_uploading")
+def test_clip_still_uploading_is_waited_for(fault, good_video, tmp_path):
+    root = tmp_path / "store"
+    uploader = LocalArtifactStore(root=str(root), allow_source_writes=True)
+    store = LocalArtifactStore(root=str(root))
+    key = "buffer/cam1/2026-07-01/080000.mp4"
+    uploader.write_bytes(key, good_video[: len(good_video) // 3])
+    r1 = tick(store, None)
+    uploader.write_bytes(key, good_video[: 2 * len(good_video) // 3])
+    r2 = tick(store, r1.cursor)
+    uploader.write_bytes(key, good_video)
+    r3 = tick(store, r2.cursor)
+    r4 = tick(store, r3.cursor)
+    assert (r1.run_requests, r2.run_requests, r3.run_requests) == ([], [], [])
+    assert [r.partition_key for r in r4.run_requests] == ["cam1|2026-07-01|080000"]
+    assert tick(store, r4.cursor).run_requests == []  # and only once
+    fault.observed("survived", "no run until two ticks saw the same size/etag")
+
+
+@pytest.mark.fault("footage.key_without_camera_day")
+def test_keys_without_camera_or_day_are_ignored(fault, good_video, tmp_path):
+    root = tmp_path / "store"
+    uploader = LocalArtifactStore(root=str(root), allow_source_writes=True)
+    store = LocalArtifactStore(root=str(root))
+    odd = ["buffer/080000.mp4", "buffer/cam1/not-a-day/080000.mp4", "buffer/cam1/2026-07-01/sub/080000.mp4",
+           "buffer/cam1/2026-07-01/080000.txt", "buffer/cam1/2026-13-45/080000.mp4"]
+    for key in odd:
+        uploader.write_bytes(key, b"x")
+    uploader.write_bytes("buffer/cam1/2026-07-01/090000.mp4", good_video)
+    r1 = tick(store, None)
+    r2 = tick(store, r1.cursor)
+    requested = [r.tags["lbzf/clip"] for r in r1.run_requests + r2.run_requests]
+    assert requested == ["buffer/cam1/2026-07-01/090000.mp4"], requested
+    fault.observed("ignored", f"{len(odd)} keys outside buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4: no run "
+                   "(the sensor reports no count of them: see docs/reliability.md, gaps)")

@@ -1,0 +1,179 @@
+"""Training and export faults: weights are refused before unpickling, INT8 needs calibration, an ONNX
+file that does not fit the Jetson side is refused, an engine never meets a device it was not built for,
+and an interrupted training run resumes instead of starting over."""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper
+
+from pipeline import training
+from pipeline.errors import PipelineInputError
+from pipeline.export import inspect_onnx
+from pipeline.hashing import sha256_file
+from pipeline.training import TrainingRecipe
+from resources.base_weights import BaseWeights
+from resources.engine_builder import (EngineBuildError, EngineCompatibilityError, LocalTensorRTEngineBuilder,
+                                      check_engine_compatible)
+from resources.storage import LocalArtifactStore
+
+
+class _Payload:
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):  # what a hostile .pt does on load: run code
+        return (Path(self.target).write_text, ("payload ran\n",))
+
+
+@pytest.mark.fault("model.unknown_weights")
+def test_unknown_pickle_is_refused_before_loading(fault, tmp_path):
+    canary = tmp_path / "payload-ran.txt"
+    weights = tmp_path / "yolov8n.pt"
+    weights.write_bytes(pickle.dumps({"model": _Payload(canary)}))
+    before = sha256_file(weights)
+    store = LocalArtifactStore(root=str(tmp_path / "store"))
+    resource = BaseWeights(setting=str(weights), allow_untrained=False)
+    with fault.rejects(PipelineInputError, str(weights), "weights not on the allow-list", "LBZF_BASE_WEIGHTS",
+                       before, "LBZF_ALLOWED_WEIGHTS"):
+        resource.resolve(store, tmp_path / "cache")
+    assert not canary.exists(), "the pickle was loaded"
+    fault.source(before, sha256_file(weights))
+    # allow-listing it explicitly is the operator's decision, and the resolver then names the hash it used
+    allowed = BaseWeights(setting=str(weights), allow_untrained=False, extra_allowed_sha256=[before])
+    assert allowed.resolve(store, tmp_path / "cache").sha256 == before
+    assert not canary.exists()  # resolving never unpickles
+
+
+@pytest.mark.fault("model.corrupt_weights")
+def test_corrupt_weights_are_refused(fault, tmp_path):
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(os.urandom(4096))
+    store = LocalArtifactStore(root=str(tmp_path / "store"))
+    with fault.rejects(PipelineInputError, str(weights), "weights not on the allow-list", sha256_file(weights)):
+        BaseWeights(setting=str(weights), allow_untrained=True).resolve(store, tmp_path / "cache")
+
+
+@pytest.mark.fault("model.weights_missing_prod")
+def test_missing_weights_without_fallback_is_an_error(fault, tmp_path):
+    store = LocalArtifactStore(root=str(tmp_path / "store"))
+    with fault.rejects(PipelineInputError, "weights not found", "LBZF_BASE_WEIGHTS", "models/base/yolov8n.pt",
+                       "Remedy:"):
+        BaseWeights(setting="models/base/yolov8n.pt", allow_untrained=False).resolve(store, tmp_path / "cache")
+
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+TINY = dict(imgsz=64, batch=4, workers=0, seed=0, device="cpu", extra={"close_mosaic": 0, "warmup_epochs": 0})
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.fault("model.training_interrupted")
+def test_interrupted_training_resumes_from_last_checkpoint(fault, tmp_path):
+    """A real (tiny) Ultralytics run on real labelled images is killed after epoch 1; the re-run resumes
+    from weights/last.pt and runs epoch 2 only, keeping epoch 1's row of results.csv as it was."""
+    source = FIXTURES / "coco8_yolo"
+    if not source.exists():
+        pytest.skip(f"real fixtures not found at {source} (shared/ is absent)")
+    root = tmp_path / "coco8"
+    shutil.copytree(source, root)
+    names = yaml.safe_load((source / "coco8.yaml").read_text())["names"]
+    data = tmp_path / "coco8.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": names}))
+    run = tmp_path / "runs" / "stage_b"
+    recipe = TrainingRecipe(epochs=2, **TINY)
+
+    def kill(row):
+        raise _Killed(f"worker killed after epoch {row['epoch']}")
+
+    with pytest.raises(_Killed):
+        training.train(recipe, data, "yolov8n.yaml", run, on_epoch=kill)
+    assert (run / "weights" / "last.pt").exists() and not (run / "finished").exists()
+    epoch1 = (run / "results.csv").read_text().splitlines()
+    assert len(epoch1) == 2  # header + epoch 1
+    result = training.train(recipe, data, "yolov8n.yaml", run)
+    assert result.resumed and result.epochs_run == 2 and (run / "finished").exists()
+    after = (run / "results.csv").read_text().splitlines()
+    assert after[:2] == epoch1 and len(after) == 3  # epoch 1 not repeated, epoch 2 appended
+    assert result.best.exists() and len(result.best_sha256) == 64
+    fault.observed("survived", f"resumed from weights/last.pt; epochs in results.csv: {len(after) - 1}")
+
+
+@pytest.fixture
+def onnx_file(tmp_path):
+    def make(size: int, channels_out: int, name="m.onnx") -> Path:
+        shape = helper.make_tensor("shape", TensorProto.INT64, [3], [1, channels_out, -1])
+        graph = helper.make_graph(
+            [helper.make_node("Reshape", ["images", "shape"], ["output0"])], "detector",
+            [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+            [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, channels_out, 3 * size * size // channels_out])],
+            initializer=[shape])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        path = tmp_path / name
+        onnx.save(model, str(path))
+        return path
+    return make
+
+
+@pytest.mark.fault("model.onnx_shape_mismatch")
+def test_onnx_input_shape_mismatch_is_refused(fault, onnx_file):
+    assert inspect_onnx(onnx_file(640, 5, "ok.onnx"), imgsz=640, n_classes=1).input_shape == [1, 3, 640, 640]
+    bad = onnx_file(320, 5)
+    before = sha256_file(bad)
+    with fault.rejects(PipelineInputError, str(bad), "graph.input", "[320, 320]", "imgsz=640"):
+        inspect_onnx(bad, imgsz=640, n_classes=1)
+    fault.source(before, sha256_file(bad))
+
+
+@pytest.mark.fault("model.onnx_class_mismatch")
+def test_onnx_class_count_mismatch_is_refused(fault, onnx_file):
+    bad = onnx_file(640, 84)
+    with fault.rejects(PipelineInputError, str(bad), "graph.output", "80 classes", "expected 1"):
+        inspect_onnx(bad, imgsz=640, n_classes=1)
+
+
+@pytest.mark.fault("model.int8_without_calibration")
+def test_int8_without_calibration_is_refused(fault, onnx_file, tmp_path):
+    out = tmp_path / "engines"
+    with fault.rejects(EngineBuildError, "INT8 engine refused", "calibration", "Remedy:"):
+        LocalTensorRTEngineBuilder().build(onnx_file(640, 5), out, engine_name="yolov8n_lbzf_v0", precision="int8")
+    fault.partial(len(list(out.rglob("*"))) if out.exists() else 0)
+
+
+@pytest.mark.fault("model.int8_calibration_missing")
+def test_int8_with_missing_calibration_cache_is_refused(fault, onnx_file, tmp_path):
+    cache = tmp_path / "calib.cache"
+    with fault.rejects(EngineBuildError, "INT8 engine refused", str(cache), "Remedy:"):
+        LocalTensorRTEngineBuilder().build(onnx_file(640, 5), tmp_path / "e", engine_name="yolov8n_lbzf_v0",
+                                           precision="int8", int8_calib_cache=cache)
+
+
+SIDECAR = {"versions": {"tensorrt": "8.5.2.2", "cuda": "11.4", "l4t": "35.3.1", "jetpack": "5.1.1"}}
+
+
+@pytest.mark.fault("model.engine_trt_mismatch")
+def test_engine_tensorrt_mismatch_is_refused(fault):
+    check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "hostname": "jetson-line-3"})  # same: accepted
+    with fault.rejects(EngineCompatibilityError, "TensorRT differs", "8.5.2", "8.6.1", "jetson-line-3", "rebuild"):
+        check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "tensorrt": "8.6.1", "hostname": "jetson-line-3"})
+
+
+@pytest.mark.fault("model.engine_l4t_mismatch")
+def test_engine_l4t_mismatch_is_refused(fault):
+    with fault.rejects(EngineCompatibilityError, "L4T differs", "35.3.1", "35.4.1"):
+        check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "l4t": "35.4.1", "hostname": "jetson-line-3"})
+
+
+@pytest.mark.fault("model.engine_version_unknown")
+def test_engine_without_known_tensorrt_version_is_refused(fault):
+    with fault.rejects(EngineCompatibilityError, "cannot be verified"):
+        check_engine_compatible({"versions": {"l4t": "35.3.1"}}, {**SIDECAR["versions"], "hostname": "j"})
