@@ -84,7 +84,8 @@ def _json(store: ArtifactStore, key: str) -> dict | list | None:
 
 def _md(meta: dict) -> dict:
     """Asset metadata: nested values as JSON, None dropped."""
-    return {k: (dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v) for k, v in meta.items() if v is not None}
+    return {k: (dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v)
+            for k, v in meta.items() if v is not None}
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -163,7 +164,8 @@ def int8_calibration_set(context: dg.AssetExecutionContext, config: CalibrationS
     context.log.info(f"calibration set: {len(frame_keys)} train frames; produce the cache on the Jetson and upload it "
                      f"to {store.uri(where['cache'])} (docs/deployment.md, 'The Jetson')")
     return dg.MaterializeResult(metadata=_md({
-        "frames": len(frame_keys), "videos": None if videos is None else int(videos), "split": "train", "split_sha256": manifest.split_sha256,
+        "frames": len(frame_keys), "videos": None if videos is None else int(videos), "split": "train",
+        "split_sha256": manifest.split_sha256,
         "onnx_sha256": manifest.onnx_sha256, "package_uri": store.uri(where["package"]), "package_sha256": package_sha,
         "cache_expected_at": store.uri(where["cache"]),
     }))
@@ -338,7 +340,8 @@ def engine_matches_pytorch(store: ArtifactStore) -> dg.AssetCheckResult:
     if validation.get("status") != "validated":
         text = f"built but not validated: {validation.get('reason', 'no validation recorded')}"
         return dg.AssetCheckResult(passed=False, description=text,
-                                   metadata={"result": text, "built": True, "engine_sha256": status.get("engine_sha256")})
+                                   metadata={"result": text, "built": True,
+                                             "engine_sha256": status.get("engine_sha256")})
     metadata = {"result": validation.get("summary", ""), "built": True, "engine_sha256": status.get("engine_sha256"),
                 "frames": validation.get("frames"), "map50_pytorch": validation.get("map50_pytorch"),
                 "map50_engine": validation.get("map50_engine"), "map50_diff": validation.get("map50_diff"),

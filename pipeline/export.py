@@ -110,7 +110,8 @@ def inspect_onnx(path: Path, *, imgsz: int, n_classes: int, opset: int | None = 
                                  problem=f"unexpected ONNX input (image size {spec.input_shape[2:]} is not "
                                          f"{imgsz}x{imgsz})" if spec.input_name == EXPECTED_INPUT else
                                          "unexpected ONNX input name")
-    if spec.output_name != EXPECTED_OUTPUT or len(spec.output_shape) != 3 or spec.output_shape[:2] != [1, 4 + n_classes]:
+    expected_out = [1, 4 + n_classes]
+    if spec.output_name != EXPECTED_OUTPUT or len(spec.output_shape) != 3 or spec.output_shape[:2] != expected_out:
         raise PipelineInputError(str(path), "graph.output", (spec.output_name, spec.output_shape),
                                  f"export the detector trained for {n_classes} class(es): the Jetson expects "
                                  f"{EXPECTED_OUTPUT}[1, {4 + n_classes}, N]",
@@ -230,7 +231,8 @@ def parity(weights: Path, onnx_path: Path, images: list[Path], *, imgsz: int, bo
         raw_o = session.run(None, {session.get_inputs()[0].name: tensor})[0]
         if raw_t.shape != raw_o.shape:
             raise PipelineInputError(str(onnx_path), "output0", (list(raw_t.shape), list(raw_o.shape)),
-                                     "export the ONNX from these weights", problem="ONNX and PyTorch output shapes differ")
+                                     "export the ONNX from these weights",
+                                     problem="ONNX and PyTorch output shapes differ")
         box_diff = max(box_diff, float(np.abs(raw_t[:, :4] - raw_o[:, :4]).max()))
         score_diff = max(score_diff, float(np.abs(raw_t[:, 4:] - raw_o[:, 4:]).max()))
         det_t = decode(raw_t, imgsz=imgsz, conf=conf, iou=0.45, person_class=None)

@@ -182,7 +182,8 @@ def parse_trtexec_output(text: str, name: str = "output0") -> np.ndarray:
     values = np.asarray(entry.get("values", []), dtype=np.float32)
     if not dims or int(np.prod(dims)) != values.size:
         raise EngineBuildError(f"output {name!r}: dimensions {entry.get('dimensions')!r} do not match "
-                               f"{values.size} values.", remedy="check the trtexec version writes --exportOutput fully.")
+                               f"{values.size} values.",
+                               remedy="check the trtexec version writes --exportOutput fully.")
     return values.reshape(dims)
 
 
@@ -564,9 +565,9 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
             for i, tensor in enumerate(inputs):
                 folder = Path(tdir)
                 (folder / f"in_{i:05d}.bin").write_bytes(_input_bytes(tensor))
-                args = trtexec_run_args(self.trtexec_path, str(engine_path), input_name, str(folder / f"in_{i:05d}.bin"),
-                                        str(folder / f"out_{i:05d}.json"), str(folder / f"times_{i:05d}.json"),
-                                        iterations)
+                args = trtexec_run_args(self.trtexec_path, str(engine_path), input_name,
+                                        str(folder / f"in_{i:05d}.bin"), str(folder / f"out_{i:05d}.json"),
+                                        str(folder / f"times_{i:05d}.json"), iterations)
                 try:
                     proc = subprocess.run(args, capture_output=True, text=True, timeout=self.command_timeout_s)
                 except subprocess.TimeoutExpired as exc:
@@ -1112,9 +1113,9 @@ class JetsonSSHEngineBuilder(EngineBuilder):
                 self._put_file(sftp, engine_path, r_engine)
                 remote_sha = self._remote_sha256(client, r_engine, what="placing the engine to validate")[r_engine]
                 if remote_sha != local_sha:
-                    raise EngineBuildError(f"engine uploaded to {self._where}:{r_engine} is damaged (sha256 {remote_sha} "
-                                           f"!= local {local_sha}).", remedy="retry; check free disk space on the device.",
-                                           host=self.host)
+                    raise EngineBuildError(f"engine uploaded to {self._where}:{r_engine} is damaged (sha256 "
+                                           f"{remote_sha} != local {local_sha}).",
+                                           remedy="retry; check free disk space on the device.", host=self.host)
                 steps = []
                 with tempfile.TemporaryDirectory(prefix="lbzf-run-") as tdir:
                     for i, tensor in enumerate(inputs):

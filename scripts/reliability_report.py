@@ -32,9 +32,9 @@ COMMAND = ".venv/bin/python scripts/reliability_report.py"
 GAPS = [
     "**S3 errors do not name the store key or a remedy.** A denied or failed S3 call surfaces botocore's text "
     "(`An error occurred (AccessDenied) when calling the GetObject operation: Access Denied`); the Dagster step "
-    "failure names the asset, but not `s3://bucket/key`. Pinned by the strict-xfail "
+    "failure names the asset, but not `s3://bucket/key`. Pinned by the xfail "
     "`test_secrets.py::test_clear_s3_errors_name_the_key_gap`: wrapping `ClientError` in `S3ArtifactStore` "
-    "(naming `self.uri(key)`) turns it green and it must then be made a plain test.",
+    "(naming `self.uri(key)`) makes it fail on purpose, to be turned into a plain test.",
     "**The buffer sensor ignores keys outside `buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4` without a count.** "
     "They never start a run and never crash a tick (tested), but nothing reports how many there were; a count "
     "in the tick's cursor or a log line in `pipeline/sensors.py` would make a mis-configured camera visible.",
@@ -42,6 +42,12 @@ GAPS = [
     "camera-day, so identical bytes under two ids can land in two splits; the frame records carry the same "
     "`video_sha256` and the `near_duplicates_across_splits` check (WARN) reports distance-0 pairs. A hard "
     "refusal (same `video_sha256` under two ids in `video_manifest`) is not implemented.",
+    "**A writer killed mid-multipart leaves its S3 upload open.** Nothing appears at the final key (tested with "
+    "SIGKILL after the first UploadPart), but a killed process cannot abort, and no "
+    "`AbortIncompleteMultipartUpload` lifecycle rule is configured anywhere in `deploy/` or the docs: the "
+    "parts stay billed and invisible. Add the rule (e.g. 1 day) to the production bucket. Locally a killed "
+    "writer leaves an orphaned `.tmp-*.part` file beside the key, which listings and readers skip; nothing "
+    "sweeps it.",
     "**Postgres password:** the canary is in `DAGSTER_PG_PASSWORD` during the failing materialization and is "
     "absent from its event log; a failed connection of the production instance itself is not exercised "
     "(no `psycopg` driver in this environment).",
@@ -117,6 +123,7 @@ def _cell(text: str, limit: int = 150) -> str:
 
 def render(summary: dict, seconds: float, pytest_tail: str) -> str:
     rows, c = summary["rows"], summary["counts"]
+    took = "under 2 minutes" if seconds < 120 else f"{seconds:.0f} s"
     tried = sum(1 for r in rows if r["tests"])
     stages = list(dict.fromkeys(r["stage"] for r in rows))
     lines = [
@@ -130,7 +137,7 @@ def render(summary: dict, seconds: float, pytest_tail: str) -> str:
         "ticks); or flagged by an audit. Nothing may be silently accepted, left partial at a final key, or "
         "change source bytes.",
         "",
-        f"Regenerate: `{COMMAND}` (runs the suite, {'under 2 minutes' if seconds < 120 else f'{seconds:.0f} s'} on 2 cores, and "
+        f"Regenerate: `{COMMAND}` (runs the suite, {took} on 2 cores, and "
         "rewrites this file). The suite alone: `.venv/bin/python -m pytest tests/reliability`.",
         "",
         "## Results",
@@ -158,7 +165,8 @@ def render(summary: dict, seconds: float, pytest_tail: str) -> str:
         "",
     ]
     for stage in stages:
-        lines += [f"### {stage}", "", "| id | fault | injected as | expected | observed | tests | what the operator sees |",
+        lines += [f"### {stage}", "",
+                  "| id | fault | injected as | expected | observed | tests | what the operator sees |",
                   "|---|---|---|---|---|---|---|"]
         for r in (r for r in rows if r["stage"] == stage):
             observed = r["verdict"] + (" (re-run identical)" if r["rerun"] and all(r["rerun"]) else "")
@@ -182,7 +190,8 @@ def render(summary: dict, seconds: float, pytest_tail: str) -> str:
         "an UploadPart mid-body, cuts a GET response mid-body, or answers 403 `AccessDenied` "
         "(`KMS.AccessDeniedException`) to writes carrying SSE-KMS headers. `S3ArtifactStore(endpoint_url="
         "proxy.url)` is the code under test; boto3 is never patched. After a cut upload the test lists "
-        "multipart uploads (none open) and reads the final key (old object intact).",
+        "multipart uploads (none open) and reads the final key (old object intact). Writer processes are also "
+        "killed with SIGKILL mid-write (local store and S3 multipart) and the final keys inspected.",
         "- **Secrets**: canary values in `AWS_SECRET_ACCESS_KEY`, `DAGSTER_PG_PASSWORD` and a Jetson private "
         "key's passphrase; the storage layer, a real asset's materialization (`video_manifest` with KMS denied) "
         "and the Jetson builder against a real sshd are made to fail; exception strings (chained tracebacks, "
@@ -195,6 +204,15 @@ def render(summary: dict, seconds: float, pytest_tail: str) -> str:
         "`annotations` run with an unexplained error. Now caught with `EOFError` beside the existing "
         "`RuntimeError`/`NotImplementedError` and reported as `unreadable zip member` naming the export "
         "(`annotations.archive_corrupt`).",
+        "",
+        "## The suite can fail",
+        "",
+        "Each check was seen failing against a deliberately broken store or pipeline (a throwaway pytest plugin, "
+        "not kept): SSE-KMS headers dropped from writes → `storage.kms_access_denied` fails as *silently "
+        "accepted*; multipart abort made a no-op → `storage.upload_part_cut` fails (*multipart upload not "
+        "aborted*); the AWS secret put into a storage error → `secrets.aws_secret_in_errors` fails (*a secret "
+        "leaked*); the weights allow-list bypassed → `model.unknown_weights` fails; and before the fix above, "
+        "`annotations.archive_corrupt` failed on the bare `zlib.error`.",
         "",
         "## Known gaps",
         "",

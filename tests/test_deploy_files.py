@@ -584,7 +584,7 @@ def test_training_pod_converts_to_a_dagster_k8s_config_tag(pod):
 
 PROD_INSTANCE_ENV = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster",
                      "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "placeholder",
-                     "DAGSTER_PG_SSLMODE": "require", "LBZF_S3_BUCKET": "lbzf-artifacts-placeholder",
+                     "LBZF_S3_BUCKET": "lbzf-artifacts-placeholder",
                      "LBZF_S3_KMS_KEY_ID": "arn:aws:kms:us-east-1:111122223333:key/"
                                            "00000000-0000-0000-0000-000000000000"}
 

@@ -91,7 +91,7 @@ def test_definitions_hold_the_whole_graph():
 
 PROD_INSTANCE_ENV = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster",
                      "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "placeholder",
-                     "DAGSTER_PG_SSLMODE": "require", "LBZF_S3_BUCKET": "lbzf-artifacts-placeholder",
+                     "LBZF_S3_BUCKET": "lbzf-artifacts-placeholder",
                      "LBZF_S3_KMS_KEY_ID": PROD_ENV["LBZF_S3_KMS_KEY_ID"]}
 
 

@@ -31,12 +31,12 @@ from resources.engine_builder import JetsonSSHEngineBuilder, UnavailableEngineBu
 
 try:  # tests/ as a package or as a plain rootdir-relative directory
     from tests.ssh_server import openssh_server, sshd_missing_reason
-    from tests.test_export import (BOX_TOLERANCE_PX, IMGSZ, MODEL_NAME, build_tiny_person_model, coco8_copy,
-                                   coco8_images, seed_model_store)
+    from tests.test_export import (BOX_TOLERANCE_PX, IMGSZ, MODEL_NAME, coco8_images, seed_model_store,
+                                   shared_coco8, shared_onnx, shared_weights)
 except ImportError:  # pragma: no cover - depends on how pytest was started
     from ssh_server import openssh_server, sshd_missing_reason
-    from test_export import (BOX_TOLERANCE_PX, IMGSZ, MODEL_NAME, build_tiny_person_model, coco8_copy, coco8_images,
-                             seed_model_store)
+    from test_export import (BOX_TOLERANCE_PX, IMGSZ, MODEL_NAME, coco8_images, seed_model_store, shared_coco8,
+                             shared_onnx, shared_weights)
 
 STANDIN_TRTEXEC = r'''#!{python}
 """STAND-IN for NVIDIA trtexec (tests only): no TensorRT, no GPU; onnxruntime runs the wrapped ONNX."""
@@ -193,13 +193,12 @@ def test_latency_summary():
 
 @pytest.fixture(scope="module")
 def coco8(tmp_path_factory) -> Path:
-    return coco8_copy(tmp_path_factory.mktemp("data"))
+    return shared_coco8(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def weights(coco8, tmp_path_factory) -> Path:
-    return build_tiny_person_model(tmp_path_factory.mktemp("model") / f"{MODEL_NAME}.pt",
-                                   coco8_images(coco8, "train"))
+def weights(tmp_path_factory) -> Path:
+    return shared_weights(tmp_path_factory)
 
 
 def seed_engine_store(store_root: Path, weights: Path, coco8: Path, *, label_conf: float = 0.005):
@@ -231,10 +230,8 @@ def seed_engine_store(store_root: Path, weights: Path, coco8: Path, *, label_con
 
 
 @pytest.fixture(scope="module")
-def onnx_file(weights, tmp_path_factory) -> Path:
-    from pipeline.export import export_onnx
-
-    return export_onnx(weights, tmp_path_factory.mktemp("onnx") / f"{MODEL_NAME}.onnx", imgsz=IMGSZ)
+def onnx_file(tmp_path_factory) -> Path:
+    return shared_onnx(tmp_path_factory)
 
 
 def seed_onnx(store, onnx_file: Path) -> None:
@@ -369,7 +366,8 @@ def test_build_validate_and_deploy_through_dagster(jetson, weights, coco8, tmp_p
     # 2. A new engine (fp32) may not go to production before it has run in shadow mode.
     rebuilt = dg.materialize([_export_assets()[2], _export_assets()[3], _export_assets()[4]], resources=resources,
                              instance=instance,
-                             run_config={"ops": {"tensorrt_engine": {"config": {**ENGINE_CONFIG, "precision": "fp32"}},
+                             run_config={"ops": {"tensorrt_engine": {"config": {**ENGINE_CONFIG, "precision": "fp32",
+                                                                                 "validation_frames": 2}},
                                                  "engine_deployment": {"config": {"mode": "production"}}}})
     assert rebuilt.success
     sha_b = sha256_file(engine_file)

@@ -75,20 +75,42 @@ def build_tiny_person_model(out: Path, calibration_images: list[Path], imgsz: in
     return out
 
 
+_SHARED: dict[str, Path] = {}  # built once per test session, shared by the export/calibration/deploy tests
+
+
+def shared_coco8(tmp_path_factory) -> Path:
+    if "coco8" not in _SHARED:
+        _SHARED["coco8"] = coco8_copy(tmp_path_factory.mktemp("data"))
+    return _SHARED["coco8"]
+
+
+def shared_weights(tmp_path_factory) -> Path:
+    if "weights" not in _SHARED:
+        _SHARED["weights"] = build_tiny_person_model(tmp_path_factory.mktemp("model") / f"{MODEL_NAME}.pt",
+                                                     coco8_images(shared_coco8(tmp_path_factory), "train"))
+    return _SHARED["weights"]
+
+
+def shared_onnx(tmp_path_factory) -> Path:
+    if "onnx" not in _SHARED:
+        _SHARED["onnx"] = export_onnx(shared_weights(tmp_path_factory),
+                                      tmp_path_factory.mktemp("onnx") / f"{MODEL_NAME}.onnx", imgsz=IMGSZ)
+    return _SHARED["onnx"]
+
+
 @pytest.fixture(scope="module")
 def coco8(tmp_path_factory) -> Path:
-    return coco8_copy(tmp_path_factory.mktemp("data"))
+    return shared_coco8(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def weights(coco8, tmp_path_factory) -> Path:
-    return build_tiny_person_model(tmp_path_factory.mktemp("model") / f"{MODEL_NAME}.pt",
-                                   coco8_images(coco8, "train"))
+def weights(tmp_path_factory) -> Path:
+    return shared_weights(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def exported(weights, tmp_path_factory) -> Path:
-    return export_onnx(weights, tmp_path_factory.mktemp("onnx") / f"{MODEL_NAME}.onnx", imgsz=IMGSZ)
+def exported(tmp_path_factory) -> Path:
+    return shared_onnx(tmp_path_factory)
 
 
 def test_export_passes_checks_and_parity_on_real_frames(weights, exported, coco8):

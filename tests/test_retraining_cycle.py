@@ -301,3 +301,61 @@ def test_a_candidate_training_set_with_a_test_frame_is_refused(cycle):
     assert "refusing to train on the frozen test split / deployment test set" in message
     assert cycle["test_frame"] in message
     assert sorted(p.name for p in (cycle["root"] / "registry/versions").iterdir()) == ["v0.1.json"]
+
+
+def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cycle, tmp_path):
+    """The production path with a stand-in Jetson (build = copy, deploy = files in a device folder):
+    the candidate's ONNX is exported for real, its engine kept beside its weights, deployed in shadow
+    mode, and on promotion the same engine goes to the production slot."""
+    import logging
+    import shutil
+    from types import SimpleNamespace
+
+    from assets.retraining import _deploy_candidate_to_shadow, _deploy_production_engine, _month_candidate, \
+        _with_engine
+    from pipeline.hashing import sha256_file
+    from resources.engine_builder import EngineBuilder, EngineBuildResult, EngineDeployResult
+
+    class StandInJetson(EngineBuilder):
+        device_dir: str
+
+        def availability(self):
+            return True, "stand-in Jetson"
+
+        def build(self, onnx_path, out_dir, *, engine_name, precision="fp16", int8_calib_cache=None,
+                  workspace_mb=2048):
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            engine = out / f"{engine_name}.engine"
+            engine.write_bytes(b"ENGINE" + Path(onnx_path).read_bytes()[:256])
+            sidecar = out / f"{engine_name}.engine.json"
+            sidecar.write_text(json.dumps({"engine_sha256": sha256_file(engine), "versions": {"tensorrt": "8.6.2"}}))
+            return EngineBuildResult(status="built", engine_path=engine, engine_sha256=sha256_file(engine),
+                                     onnx_sha256=sha256_file(onnx_path), precision=precision, metadata_path=sidecar)
+
+        def deploy_engine(self, engine_path, *, mode="shadow", metadata_path=None, check_compat=True):
+            target = Path(self.device_dir) / mode / Path(engine_path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(engine_path, target)
+            shutil.copyfile(metadata_path, str(target) + ".json")
+            return EngineDeployResult(mode=mode, host="stand-in", remote_path=str(target),
+                                      engine_sha256=sha256_file(target), changed=True)
+
+    store, root = cycle["store"], cycle["root"]
+    device = tmp_path / "jetson"
+    jetson = StandInJetson(device_dir=str(device))
+    context = SimpleNamespace(log=logging.getLogger("test"))
+    card = _month_candidate(store, MONTH)
+    shadow = _deploy_candidate_to_shadow(context, store, jetson, card)
+    assert shadow["status"] == "deployed" and shadow["mode"] == "shadow"
+    stored = root / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine"
+    assert (root / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.onnx").read_bytes()[:8]  # exported for real
+    assert (device / "shadow/yolov8n_lbzf_v0.1.engine").read_bytes() == stored.read_bytes()
+    entry = _with_engine(store, card)
+    assert entry["engine_sha256"] == sha256_file(stored) and entry["engine_key"].endswith("v0.1.engine")
+    production = _deploy_production_engine(context, store, jetson, entry)
+    assert production["status"] == "deployed" and production["mode"] == "production"
+    assert (device / "production/yolov8n_lbzf_v0.1.engine").read_bytes() == stored.read_bytes()
+    # a version with no engine in the store is not promoted on a device: the pointer would lie
+    with pytest.raises(RuntimeError, match="no TensorRT engine for v0 in the store"):
+        _deploy_production_engine(context, store, jetson, {"version": "v0", "engine_key": None})

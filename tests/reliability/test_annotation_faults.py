@@ -238,8 +238,10 @@ def hostile(tmp: Path, kind: str) -> Path:
     return path
 
 
-HOSTILE = [("archive_traversal", "path traversal", "member name"), ("archive_absolute", "path traversal", "member name"),
-           ("archive_symlink", "symlink member", "member type"), ("archive_encrypted", "encrypted member", "member flags"),
+HOSTILE = [("archive_traversal", "path traversal", "member name"),
+           ("archive_absolute", "path traversal", "member name"),
+           ("archive_symlink", "symlink member", "member type"),
+           ("archive_encrypted", "encrypted member", "member flags"),
            ("archive_zip_bomb", "suspicious compression ratio", "compression ratio"),
            ("archive_too_many_members", "too many archive members", "members"),
            ("archive_corrupt", "unreadable zip", "zip")]

@@ -115,7 +115,8 @@ def onnx_file(tmp_path):
         graph = helper.make_graph(
             [helper.make_node("Reshape", ["images", "shape"], ["output0"])], "detector",
             [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
-            [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, channels_out, 3 * size * size // channels_out])],
+            [helper.make_tensor_value_info("output0", TensorProto.FLOAT,
+                                           [1, channels_out, 3 * size * size // channels_out])],
             initializer=[shape])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         path = tmp_path / name

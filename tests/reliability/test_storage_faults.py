@@ -131,7 +131,8 @@ def test_concurrent_writer_to_a_versioned_key_is_a_conflict(fault, s3_endpoint):
         except Exception as exc:  # noqa: BLE001
             results[name] = exc
 
-    threads = [threading.Thread(target=write, args=("a", a, ours)), threading.Thread(target=write, args=("b", b, theirs))]
+    threads = [threading.Thread(target=write, args=("a", a, ours)),
+               threading.Thread(target=write, args=("b", b, theirs))]
     for t in threads:
         t.start()
     for t in threads:
@@ -194,3 +195,98 @@ def test_key_traversal_is_refused(fault, tmp_path):
     with fault.rejects(InvalidKeyError, "'..' segment", "frames/../../etc/passwd"):
         store.write_bytes("frames/../../etc/passwd", b"x")
     assert not (tmp_path / "etc").exists() and not any((tmp_path).rglob("passwd"))
+
+
+_WRITER = r"""
+import io, sys, time
+sys.path.insert(0, sys.argv[1])
+from resources.storage import LocalArtifactStore, S3ArtifactStore
+
+class Slow(io.RawIOBase):  # a source that keeps producing, slowly: the writer is killed mid-way
+    def readable(self):
+        return True
+    def readinto(self, b):
+        time.sleep(0.02)
+        n = min(len(b), 256 * 1024)
+        b[:n] = b"\x07" * n
+        return n
+
+kind, where, key = sys.argv[2], sys.argv[3], sys.argv[4]
+if kind == "local":
+    store = LocalArtifactStore(root=where)
+else:
+    endpoint, bucket = where.split("|")
+    store = S3ArtifactStore(bucket=bucket, endpoint_url=endpoint, region_name="us-east-1", multipart_threshold_mb=5)
+store.upload_fileobj(io.BufferedReader(Slow(), 1024 * 1024), key)
+"""
+
+
+def _kill_when(proc, ready, timeout=60.0):
+    import signal
+    import subprocess  # noqa: F401
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"writer ended before the kill: {proc.communicate()}")
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            return
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the writer never reached the point to kill it")
+
+
+@pytest.mark.fault("storage.local_writer_killed")
+def test_local_writer_killed_mid_write_leaves_no_partial_object(fault, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path / "store"
+    key = "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.onnx"
+    store = LocalArtifactStore(root=str(root))
+    store.write_bytes(key, b"the previous complete model")
+    repo = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, repo, "local", str(root), key],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    folder = root / "models" / "yolov8n_lbzf_v0"
+    _kill_when(proc, lambda: any(p.name.startswith(".tmp-") and p.stat().st_size > 2 * MiB
+                                 for p in folder.iterdir()))
+    assert proc.returncode == -9
+    assert store.read_bytes(key) == b"the previous complete model"  # old object intact
+    listed = [i.key for i in store.list_keys("models/")]
+    assert listed == [key], listed  # the orphaned temp file is not an object
+    orphans = [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")]
+    fault.partial(0 if listed == [key] else 1)
+    fault.observed("survived", f"SIGKILL mid-write: old object intact, {len(orphans)} orphaned .tmp- file(s) "
+                   "invisible to readers and listings")
+
+
+@pytest.mark.fault("storage.s3_writer_killed")
+def test_s3_writer_killed_mid_multipart_leaves_no_object(fault, s3_endpoint):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bucket = create_bucket(s3_endpoint)
+    key = "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt"
+    repo = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, repo, "s3", f"{s3_endpoint}|{bucket}", key],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    s3 = client(s3_endpoint)
+
+    def parts_sent():
+        uploads = open_uploads(s3_endpoint, bucket)
+        return bool(uploads) and bool(s3.list_parts(Bucket=bucket, Key=key, UploadId=uploads[0]["UploadId"])
+                                      .get("Parts"))
+    _kill_when(proc, parts_sent)
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    fault.partial(len(listed))
+    assert listed == [], "an object appeared at the final key"
+    left_open = open_uploads(s3_endpoint, bucket)
+    fault.observed("survived", f"SIGKILL mid-multipart: nothing at the final key; {len(left_open)} multipart "
+                   "upload(s) left open (no abort can run in a killed process: needs a bucket lifecycle rule)")
+    for upload in left_open:  # tidy the shared moto server
+        s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
