@@ -5,6 +5,13 @@ import dagster as dg
 
 from assets.partitions import monthly_partitions
 
+GPU_POD = {
+    "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1", "memory": "24Gi"},
+                                       "requests": {"cpu": "4", "memory": "16Gi"}}},
+    "pod_spec_config": {"node_selector": {"lbzf/accelerator": "nvidia-gpu"},
+                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+}
+
 frames_job = dg.define_asset_job("frames_job", selection=dg.AssetSelection.assets("video_frames"),
                                  description="Exact frames of one operation video (one partition per video).")
 buffer_frames_job = dg.define_asset_job("buffer_frames_job", selection=dg.AssetSelection.assets("buffer_frames"),
@@ -16,7 +23,10 @@ training_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("video_manifest", "plant_photo_frames", "stage_a_sample", "annotations",
                                        "dataset_split", "yolo_dataset", "stage_a_baseline", "stage_b_model",
                                        "selected_model", "evaluation", "onnx_model", "tensorrt_engine"),
-    description="From the manifest to the engine: Stage A, the gate, Stage B when needed, export.")
+    description="From the manifest to the engine: Stage A, the gate, Stage B when needed, export.",
+    # With the K8sRunLauncher (deploy/helm/values.yaml) this run's pod lands on a GPU node; other
+    # launchers ignore the tag.
+    tags={"dagster-k8s/config": GPU_POD})
 STAGE_C_CYCLE = ("hard_example_labels", "candidate_model", "candidate_comparison", "shadow_report", "production_model")
 monthly_retraining_job = dg.define_asset_job(
     "monthly_retraining_job", selection=dg.AssetSelection.assets("hard_examples", *STAGE_C_CYCLE),
