@@ -37,6 +37,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv (torch/torchvision come from local wheels where present)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
+  # Ultralytics pulls opencv-python, which shares the cv2/ folder with the pinned headless build:
+  # keep exactly one (a reinstall of either otherwise deletes files the other needs).
+  if .venv/bin/python -m pip show -q opencv-python >/dev/null 2>&1; then
+    .venv/bin/python -m pip uninstall -q -y opencv-python
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps opencv-python-headless==5.0.0.93
+  fi
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"

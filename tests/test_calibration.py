@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import zipfile
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
