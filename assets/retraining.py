@@ -598,8 +598,8 @@ def _with_engine(store: ArtifactStore, card: dict) -> dict:
 
 
 def _checks_table(checks: list[dict]) -> dg.MetadataValue:
-    rows = [{"refusal if failed": c["kind"], "subject": c["subject"], "value": str(c["value"]), "threshold": str(c["threshold"]),
-             "passed": "yes" if c["passed"] else "NO"} for c in checks]
+    rows = [{"refusal if failed": c["kind"], "subject": c["subject"], "value": str(c["value"]),
+             "threshold": str(c["threshold"]), "passed": "yes" if c["passed"] else "NO"} for c in checks]
     return md_table(pd.DataFrame(rows), max_rows=80)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +40,7 @@ import cv2
 import numpy as np
 from av.container import InputContainer
 from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
 from pipeline.errors import BadFootageError
@@ -52,6 +54,8 @@ TIME_EPS_S = 5e-7
 _TRUNCATION_SLACK_S = 0.5
 # Decoded frames that may wait for the output thread in `extract_frames` (1080p: ~3 MB each).
 _OUTPUT_QUEUE = 4
+# One colour converter per thread (see `_to_rgb`).
+_SCALERS = threading.local()
 # Side of the grayscale thumbnails compared by `motion_energy`.
 _MOTION_WIDTH = 64
 
@@ -214,9 +218,14 @@ def _to_rgb(frame: VideoFrame, file: str) -> np.ndarray:
 
     PyAV's rgb24 conversion reads the frame's own colour range and matrix, so limited-range
     YUV is expanded to 0..255 instead of washed out. np.rot90 turns counter-clockwise, the same
-    sense as `VideoFrame.rotation`.
+    sense as `VideoFrame.rotation`. The conversion is `frame.to_ndarray(format="rgb24")`, but
+    through one reformatter per thread: a new scaler context (and its threads) per frame costs
+    more than converting a small frame.
     """
-    rgb = frame.to_ndarray(format="rgb24")
+    reformatter = getattr(_SCALERS, "reformatter", None)
+    if reformatter is None:
+        reformatter = _SCALERS.reformatter = VideoReformatter()
+    rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()
     turns = _quarter_turns(frame.rotation, file)
     if turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, turns))

@@ -26,7 +26,8 @@ from pipeline.versioning import is_version, parse_version
 
 GATED_SUBSETS = ("test", "deployment_test", "hard_held_out")
 SUBSET_NAMES = {"test": "the frozen test split", "deployment_test": "the deployment test set",
-                "hard_held_out": "the month's held-out hard examples", "hard_trained": "the month's trained hard examples"}
+                "hard_held_out": "the month's held-out hard examples",
+                "hard_trained": "the month's trained hard examples"}
 
 
 @dataclass(frozen=True)

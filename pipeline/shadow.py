@@ -48,7 +48,8 @@ def logs_prefix(version: str) -> str:
 def _as_boxes(value, where: str, source: str) -> list[list[float]]:
     boxes = [] if value is None else [list(map(float, b)) for b in list(value)]
     if any(len(b) != 4 for b in boxes):
-        raise ShadowLogError(source, "boxes", where, "write each box as [x1, y1, x2, y2]", problem="box without 4 numbers")
+        raise ShadowLogError(source, "boxes", where, "write each box as [x1, y1, x2, y2]",
+                             problem="box without 4 numbers")
     return boxes
 
 

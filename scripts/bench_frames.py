@@ -1,40 +1,45 @@
 """Benchmark: exact frame extraction (`pipeline.frames.extract_frames`) against its floor, a full decode and
 the exact ffmpeg CLI, on 1080p H.264 clips with camera-like noise. One command, nothing timed in the tests:
 
-    .venv/bin/python scripts/bench_frames.py [--quick] [--demo-root DIR] [--keep DIR] [--skip-ffmpeg]
+    .venv/bin/python scripts/bench_frames.py [--quick] [--demo-root DIR] [--keep DIR] [--skip-ffmpeg] [--json F]
 
-What it does, all in one process run (the peak-memory figure comes from a child process):
+What it does, in one process run (peak memory comes from a child process, batches from worker processes):
 
-1. Generates clips with PyAV/libx264 into a temp dir (or `--keep DIR`, reused when present):
-   `gop2`   1080p30, 180 s, keyframe every 2 s          sampled 1 frame / 2 s  (the operation-video policy)
-   `gop8`   1080p30, 180 s, keyframe every 8.33 s       sampled 1 frame / 2 s  (long GOP: near a full decode)
-   `camera` 1080p25, 300 s, keyframe every 4 s          sampled 1 frame / 30 s (the buffer-clip policy)
+1. Generates clips with PyAV/libx264 (two processes) into a temp dir, or into `--keep DIR` where later
+   runs reuse them:
+   `gop2`   1080p30, 180 s, keyframe every 2 s      sampled 1 frame / 2 s  (the operation-video policy)
+   `gop8`   1080p30, 180 s, keyframe every 8.33 s   sampled 1 frame / 2 s  (long GOP: near a full decode)
+   `camera` 1080p25, 300 s, keyframe every 4 s      sampled 1 frame / 30 s (the buffer-clip policy)
    Frames are a fixed textured scene, a moving block and fresh spatially-correlated noise every frame,
-   encoded by x264 (ultrafast, crf 23, fixed GOP, no B-frames): about 6-7 Mbit/s, keyframes ~14 % of the
-   bytes at a 2 s GOP, like the cameras measured in docs/FRAMES-NOTES.md.
+   encoded by x264 (ultrafast with CABAC and deblocking, crf 21, fixed GOP, no B-frames): gop2 7.1 Mbit/s
+   with keyframes 12 % of the bytes, camera 4.9 Mbit/s (less noise), like the clips in FRAMES-NOTES.md.
    `--quick` makes them 60 s / 60 s / 120 s.
-2. The demo footage (`pipeline.demo.generate.generate_demo(root, SMALL)` unless `--demo-root` points at an
-   existing store): its 24 operation videos, each at 1 frame / 2 s, summed.
+2. The demo footage: `pipeline.demo.generate.generate_demo(root, SMALL)` (or `--demo-root` of an existing
+   store); its operation videos (480x272, 5 fps, B-frames) at 1 frame / 2 s, times summed over the videos.
 3. For every clip, with the same targets:
    ours   `extract_frames` (index pass + decode of the needed GOP spans + RGB + JPEG q95 + sha256 + write)
    floor  decode only the packets the targets need: the spans from the GOP's keyframe to each target's
-          packet, one decoder with frame threads kept alive across spans, drained at the end; the plan is
-          made before the clock starts and nothing is converted or encoded (a lower bound for any
+          packet, one decoder with frame threads kept alive across spans and drained at the end; the plan
+          is made before the clock starts and nothing is converted or encoded (a lower bound for any
           extractor built on this decoder)
    full   one sequential decode of every frame (frame threads, no conversion)
-   ffmpeg the exact ffmpeg CLI: `-vf select=...` picking the first frame at or after each target
-          (the last frame at or before it when targets fall on frames, as here), JPEG out (-q:v 2)
-   Each timing is the median of 3 runs when a run takes under 5 s, else one run.
-4. Checks, untimed: every JPEG we wrote is byte-identical to the JPEG of the frame that a brute-force full
-   decode (`pipeline.frames.reference_frames`) picks for the target, with the same frame index and time;
-   the floor found exactly the wanted frames; ffmpeg wrote one JPEG per target, each close to the right
-   frame (mean |difference| printed).
-5. Peak memory: `extract_frames` on the `camera` clip in a child process, `resource.getrusage` max RSS.
-6. Batches: the same extraction over several videos, sequentially in this process (decoder threads = auto)
+   ffmpeg the exact ffmpeg CLI: `-vf select=...` picking the first frame at or after each target (the last
+          frame at or before it when targets fall on frames, as here), JPEG out (-q:v 2); skipped with a
+          message when `ffmpeg` is not on PATH
+   ours and the floor alternate, median of 3 runs each when a run takes under 5 s, else one run.
+4. Checks, untimed: every JPEG we wrote is byte-identical to the JPEG of the frame the full decode (every
+   packet, no skipping) shows at the target, with the same frame index and time; the floor found exactly
+   the wanted frames; ffmpeg wrote one JPEG per target, each closer to the right frame than to the next.
+   Exit status 1 if any check fails.
+5. Peak memory: `extract_frames` on the `camera` clip in a fresh child process (getrusage ru_maxrss, and
+   VmHWM from /proc, which is the child's own).
+6. Batches: the same extraction over several videos, sequentially in this process (decoder threads auto)
    vs `pipeline.frames_batch.extract_many(jobs, workers=2)` (two processes, one decoder thread each).
 
 Goals (issue "Footage: exact, fast frame extraction"): ours >= 8x faster than ffmpeg on `gop2`; ours <= 1.2x
-the floor on every clip; ours <= 1.1x a full decode on `gop8`; peak RSS < 600 MB on `camera`.
+the floor on every clip; ours <= 1.1x a full decode on `gop8`; peak RSS < 600 MB on `camera`. Wall-clock
+times are printed with the CPU-seconds they took (this process and its children), and the load average.
+Figures and their discussion: docs/benchmarks.md, "Frame extraction".
 """
 from __future__ import annotations
 
