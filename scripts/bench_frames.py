@@ -610,7 +610,7 @@ def main() -> int:
          f"{memory['maxrss_mb']:.0f} MB (ru_maxrss), {memory['hwm_mb']:.0f} MB (VmHWM)"),
     ]
     for text, ok, value in goals:
-        print(f"{'MET ' if ok else 'MISS'} {text}: {value}")
+        print(f"{'SKIP' if value == 'skipped' else 'MET ' if ok else 'MISS'} {text}: {value}")
     failures = [f for r in results for f in r.failures] + [f"batch {b['name']}: records differ" for b in batches
                                                            if not b["same"]]
     checks = [c for r in results for c in r.checks]

@@ -22,7 +22,7 @@ def demo_run_config(small: bool, window_s: float) -> dict:
     return {"ops": {
         "stage_a_sample": {"config": {"window_s": window_s}},
         "stage_a_baseline": {"config": {"imgsz": imgsz, "n_boot": 1000}},
-        "stage_b": {"config": {"force": True, "imgsz": imgsz, "epochs": 2 if small else 3, "batch": 16,
+        "stage_b": {"config": {"force": True, "imgsz": imgsz, "epochs": 1 if small else 2, "batch": 16,
                                "extra": {"close_mosaic": 0}}},
         "evaluation": {"config": {"imgsz": imgsz, "n_boot": 500}},
     }}
