@@ -92,6 +92,13 @@ def cycle_run_config() -> dict:
         # (the default, 0, compares each model at the size it is deployed with)
         "candidate_comparison": {"config": {"n_boot": 300, "imgsz": 160}},
         "shadow_report": {"config": {"simulate": True}},
+        # Both demo models are barely trained on CPU, so their differences are noise: the demo loosens
+        # the promotion thresholds to show the promotion and the rollback; production keeps the
+        # defaults (PromotionConfig), and tests/test_retraining_cycle.py checks every refusal reason.
+        "production_model": {"config": {"max_recall_drop": 1.0, "max_conf_drop": 1.0,
+                                        "refuse_significantly_worse": False, "min_agreement": 0.0,
+                                        "max_detection_rate_diff": 1.0, "max_shadow_conf_drop": 1.0,
+                                        "max_latency_ratio": 10.0}},
     }}
 
 
