@@ -195,3 +195,18 @@ def test_flip_ablation_reports_a_paired_difference(demo):
     assert report["arms"]["flip_off"]["fliplr"] == 0.0 and report["arms"]["flip_on"]["fliplr"] == 0.5
     paired = report["paired_flip_on_minus_off"]
     assert paired["frames"] > 0 and paired["videos"] >= 2 and len(paired["recall_diff_ci"]) == 2
+
+
+def test_monthly_cycle_promotes_then_rolls_back(demo):
+    """The demo's Stage C month: labels came back, v0.1 was trained, compared, shadowed and
+    promoted, and the operator's rollback put v0 back, with the history kept."""
+    from pipeline import registry
+    from resources.storage import LocalArtifactStore
+
+    store = LocalArtifactStore(root=str(demo["store"]))
+    actions = [(e["action"], e["version"]) for e in registry.history(store)]
+    assert ("promote", "v0.1") in actions and actions[-1] == ("rollback", "v0")
+    assert registry.current_model_version(store) == "v0"
+    assert (demo["store"] / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.pt").exists()
+    meta = _metadata(demo["instance"], "production_model")
+    assert meta  # the promotion decision and its reasons are in the UI
