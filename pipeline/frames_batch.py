@@ -1,14 +1,15 @@
 """Exact frame extraction over many videos, one worker process per core.
 
-On 2 cores, two processes with one decoder thread each beat one process with frame threads
-(docs FRAMES-NOTES: decoder threads idle at every GOP boundary and JPEG encoding holds the
-process). `extract_many` runs `pipeline.frames.extract_frames` for each job in a pool of worker
-processes and reports, per video, either its frame records or its error: one bad video never
-sinks the others, not even one that kills its worker process.
+`extract_many` runs `pipeline.frames.extract_frames` for each job in a pool of worker processes
+(one decoder thread each) and reports, per video, either its frame records or its error: one bad
+video never sinks the others, not even one that kills its worker process. What it buys on 2 cores
+(docs/benchmarks.md, "Frame extraction"): 1.2-1.4x over one-after-another for many small videos,
+whose per-video fixed costs (opening, indexing) are serial; about 1.0-1.1x for large 1080p videos,
+where one extraction already keeps both cores busy (frame threads plus its JPEG thread).
 
 Workers are started with the `forkserver` method where available (never plain `fork`: the
-caller may hold threads, e.g. inside Dagster), so they import the pipeline once and stay warm
-for the whole batch.
+caller may hold threads, e.g. inside Dagster), preloading this module so they fork with the
+decoder libraries imported.
 """
 from __future__ import annotations
 
