@@ -74,3 +74,26 @@ def write_package(store: ArtifactStore, frame_keys: list[str], task: str, packag
         package = write_task_package(local, Path(tmp) / "package.zip", task=task)
         store.upload_file(Path(package["zip_path"]), package_key)
     return package
+
+
+class RecipeConfig(dg.Config):
+    """A training recipe from the launchpad (the plan's, by default); every field maps to an
+    Ultralytics train argument, `extra` takes any other."""
+
+    imgsz: int = 640
+    epochs: int = 50
+    batch: int = 32
+    optimizer: str = "SGD"
+    lr0: float = 0.01
+    cos_lr: bool = True
+    patience: int = 10
+    fliplr: float = 0.0
+    mixup: float = 0.0
+    seed: int = 0
+    extra: dict = {}
+
+    def recipe(self):
+        from pipeline.training import TrainingRecipe
+
+        return TrainingRecipe(self.imgsz, self.epochs, self.batch, self.optimizer, self.lr0, self.cos_lr,
+                              self.patience, self.fliplr, self.mixup, self.seed, extra=dict(self.extra))

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import md_table, read_parquet, write_parquet
+from assets.common import RecipeConfig, md_table, read_parquet, write_parquet
 from assets.footage import read_video_manifest, stage_a_sample
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, yolo_dataset
 from assets.plots import confidence_histogram, paired_plot, recall_by_operation, worst_frames
@@ -18,7 +18,6 @@ from pipeline.detector import load_model, predict_persons
 from pipeline.gate import GateThresholds, decide
 from pipeline.hashing import sha256_bytes
 from pipeline.paired import paired_difference
-from pipeline.training import TrainingRecipe
 from pipeline.weights import UNTRAINED_WARNING
 from pipeline.yolo_dataset import localize_yaml
 from resources.base_weights import BaseWeights
@@ -114,23 +113,8 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
     })
 
 
-class StageBConfig(dg.Config):
+class StageBConfig(RecipeConfig):
     force: bool = False  # train even when the gate says the off-the-shelf model suffices
-    imgsz: int = 640
-    epochs: int = 50
-    batch: int = 32
-    optimizer: str = "SGD"
-    lr0: float = 0.01
-    cos_lr: bool = True
-    patience: int = 10
-    fliplr: float = 0.0
-    mixup: float = 0.0
-    seed: int = 0
-    extra: dict = {}
-
-    def recipe(self) -> TrainingRecipe:
-        return TrainingRecipe(self.imgsz, self.epochs, self.batch, self.optimizer, self.lr0, self.cos_lr,
-                              self.patience, self.fliplr, self.mixup, self.seed, extra=dict(self.extra))
 
 
 def _materialize_dataset(store: ArtifactStore, local_root: Path) -> Path:

@@ -19,7 +19,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.buffer import hard_examples
-from assets.common import load_frame_manifests, md_table, read_parquet, write_parquet
+from assets.common import RecipeConfig, load_frame_manifests, md_table, read_parquet, write_parquet
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
 from assets.models import detect
 from assets.partitions import monthly_partitions
@@ -33,7 +33,6 @@ from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide
 from pipeline.shadow import SIMULATED_FILE, logs_prefix, read_log_file, shadow_report as make_shadow_report, \
     simulate_logs, to_parquet_bytes
 from pipeline.split import split_csv
-from pipeline.training import TrainingRecipe
 from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
                                  dataset_name, dataset_prefix, engine_key, is_version, model_name, model_prefix,
                                  split_key, weights_key)
@@ -154,24 +153,8 @@ def hard_example_labels(context: dg.AssetExecutionContext, config: HardLabelsCon
 # --------------------------------------------------------------------------- candidate_model
 
 
-class CandidateConfig(dg.Config):
-    """The production recipe (the plan's, by default); fields map to Ultralytics train arguments."""
-
-    imgsz: int = 640
-    epochs: int = 50
-    batch: int = 32
-    optimizer: str = "SGD"
-    lr0: float = 0.01
-    cos_lr: bool = True
-    patience: int = 10
-    fliplr: float = 0.0
-    mixup: float = 0.0
-    seed: int = 0
-    extra: dict = {}
-
-    def recipe(self) -> TrainingRecipe:
-        return TrainingRecipe(self.imgsz, self.epochs, self.batch, self.optimizer, self.lr0, self.cos_lr,
-                              self.patience, self.fliplr, self.mixup, self.seed, extra=dict(self.extra))
+class CandidateConfig(RecipeConfig):
+    """The production recipe (the plan's, by default)."""
 
 
 def all_hard_labels(store: ArtifactStore, up_to_month: str) -> pd.DataFrame:
