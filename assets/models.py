@@ -27,6 +27,7 @@ from resources.trainer import Trainer
 STAGE_A_PREFIX = "reports/stage_a/"
 MODEL_VERSION = "v0"
 MODEL_NAME = f"yolov8n_lbzf_{MODEL_VERSION}"
+MODEL_KEY = f"{keys.model_prefix(MODEL_NAME)}{MODEL_NAME}.pt"
 
 
 def labelled_set(store: ArtifactStore, frame_keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -146,7 +147,7 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
             base_weights: BaseWeights):
     report = json.loads(store.read_bytes(f"{STAGE_A_PREFIX}stage_a_report.json"))
     gate_says = bool(report["gate"]["fine_tune"])
-    model_key = f"{keys.model_prefix(MODEL_NAME)}{MODEL_NAME}.pt"
+    model_key = MODEL_KEY
     if gate_says or config.force:
         why = "gate: " + report["gate"]["outcome"] if gate_says else "forced by config (gate: " + \
             report["gate"]["outcome"] + ")"
@@ -200,7 +201,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     """eval_v0.json: P, R, mAP@0.5, mAP@0.5:0.95 and per-frame measures per split, with a paired
     comparison against the off-the-shelf detector on the same frames."""
     split = read_split(store)
-    model_key = f"{keys.model_prefix(MODEL_NAME)}{MODEL_NAME}.pt"
+    model_key = MODEL_KEY
     base = json.loads(store.read_bytes(f"{STAGE_A_PREFIX}stage_a_report.json"))["weights"]
     result, tables = {"model": MODEL_NAME, "model_sha256": sha256_bytes(store.read_bytes(model_key)),
                       "split_sha256": sha256_bytes(store.read_bytes("datasets/lbzf_person_v0/dataset_split_v0.csv")),

@@ -27,6 +27,7 @@ import re
 
 import pandas as pd
 
+from pipeline import keys
 from pipeline.errors import PipelineInputError
 
 MODEL_FAMILY = "yolov8n_lbzf"
@@ -78,7 +79,7 @@ def model_name(version: str) -> str:
 
 
 def model_prefix(version: str) -> str:
-    return f"models/{model_name(version)}/"
+    return keys.model_prefix(model_name(version))
 
 
 def weights_key(version: str) -> str:
@@ -95,7 +96,8 @@ def dataset_name(version: str) -> str:
 
 
 def dataset_prefix(version: str) -> str:
-    return f"datasets/{dataset_name(version)}/"
+    dataset_name(version)  # validates the version
+    return keys.dataset_prefix(version)
 
 
 def split_key(version: str) -> str:
