@@ -17,6 +17,7 @@ from pipeline.detection_metrics import per_frame, summary
 from pipeline.paired import paired_difference
 from pipeline.profiles import PROFILES, Profile
 from pipeline.training import TrainingRecipe, TrainResult
+from pipeline.weights import publish_weights
 from resources.base_weights import BaseWeights
 from resources.storage import ArtifactStore
 from resources.trainer import Trainer
@@ -51,11 +52,11 @@ def build_profile_asset(name: str, profile: Profile) -> dg.AssetsDefinition:
         recipe = TrainingRecipe(**{**profile.recipe.__dict__, **dict(config.overrides)})
         with tempfile.TemporaryDirectory(prefix=f"lbzf-profile-{name}-") as tmp:
             result = _train(context, store, trainer, base_weights, profile.model, recipe, name, Path(tmp))
+            key = f"models/profiles/{name}/{name}.pt"
+            publish_weights(store, result.best, key, producer=f"profile_{name}", run_id=context.run_id)
             split = read_split(store)
             frames, gt = labelled_set(store, set(split.loc[split["split"] == "val", "frame_key"]))
             table, ap, speed = _evaluate(store, result.best, frames, gt, recipe.imgsz)
-            key = f"models/profiles/{name}/{name}.pt"
-            store.upload_file(result.best, key)
         return dg.MaterializeResult(metadata={
             "model": profile.model, "recipe": dg.MetadataValue.json(recipe.train_args()), "sha256": result.best_sha256,
             "uri": store.uri(key), "epochs_run": result.epochs_run, "val_map50": ap["ap50"],

@@ -18,7 +18,7 @@ from pipeline.engine_validation import DEFAULT_DELTA, compare_engine, prediction
 from pipeline.export import (DEFAULT_OPSET, decode, export_onnx, inspect_onnx, load_torch_model, parity, preprocess,
                              torch_raw)
 from pipeline.hashing import sha256_bytes, sha256_file
-from pipeline.weights import UNTRAINED_WARNING
+from pipeline.weights import UNTRAINED_WARNING, check_weights, fetch_weights
 from resources.engine_builder import DEPLOY_MODES, PRECISIONS, EngineBuilder, EngineBuildError
 from resources.storage import ArtifactStore
 
@@ -45,13 +45,16 @@ def _n_classes(selected: dict) -> int:
 
 
 def _selected_weights(store: ArtifactStore, selected: dict, folder: Path) -> Path:
+    """The selected `.pt`, checked (the sha256 models/selected_model.json recorded, and allow-listed)
+    before anything unpickles it."""
+    recorded_by = "models/selected_model.json"
     if selected.get("key"):
-        target = folder / Path(selected["key"]).name
-        store.download_file(selected["key"], target)
-        return target
+        return fetch_weights(store, selected["key"], folder / Path(selected["key"]).name,
+                             expected_sha256=selected.get("sha256"), recorded_by=recorded_by)
     if selected["sha256"] is None:
         raise RuntimeError(f"the selected model is the off-the-shelf architecture with no weights ({UNTRAINED_WARNING});"
                            " provide LBZF_BASE_WEIGHTS or run Stage B")
+    check_weights(store, Path(selected["path"]), recorded_by=recorded_by, expected_sha256=selected["sha256"])
     return Path(selected["path"])
 
 

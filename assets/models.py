@@ -9,7 +9,7 @@ import pandas as pd
 
 from assets.common import RecipeConfig, md_table, read_parquet, write_parquet
 from assets.footage import read_video_manifest, stage_a_sample
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, yolo_dataset
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, split_key, yolo_dataset
 from assets.plots import confidence_histogram, paired_plot, recall_by_operation, worst_frames
 from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
@@ -18,7 +18,7 @@ from pipeline.detector import load_model, predict_persons
 from pipeline.gate import GateThresholds, decide
 from pipeline.hashing import sha256_bytes
 from pipeline.paired import paired_difference
-from pipeline.weights import UNTRAINED_WARNING
+from pipeline.weights import UNTRAINED_WARNING, accept_weights, check_weights, fetch_weights, publish_weights
 from pipeline.yolo_dataset import localize_yaml
 from resources.base_weights import BaseWeights
 from resources.storage import ArtifactStore
@@ -82,6 +82,8 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
     frames, gt = labelled_set(store, stage_a)
     with tempfile.TemporaryDirectory(prefix="lbzf-weights-") as cache:
         weights = base_weights.resolve(store, Path(cache))
+        if weights.sha256:
+            accept_weights(store, weights.sha256, source=weights.source, producer="stage_a_baseline")
         preds, speed = detect(store, weights.path, frames, config.imgsz)
     table = per_frame(frames, gt, preds, iou_threshold=config.iou_threshold, fp_conf=config.fp_conf)
     point = summary(table)
@@ -158,7 +160,7 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
             weights = base_weights.resolve(store, Path(cache))
             result = trainer.fit(config.recipe(), data_yaml, weights.path, run_dir,
                                  on_epoch=lambda row: context.log.info(f"epoch {row}"), context=context)
-        store.upload_file(result.best, model_key)
+        publish_weights(store, result.best, model_key, producer="stage_b", run_id=context.run_id)
         curves = pd.DataFrame(result.curves)
         write_parquet(store, f"{keys.model_prefix(MODEL_NAME)}train_curves.parquet", curves)
         yield dg.MaterializeResult(asset_key="stage_b_model", metadata={
@@ -203,11 +205,12 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     split = read_split(store)
     model_key = MODEL_KEY
     base = json.loads(store.read_bytes(f"{STAGE_A_PREFIX}stage_a_report.json"))["weights"]
-    result, tables = {"model": MODEL_NAME, "model_sha256": sha256_bytes(store.read_bytes(model_key)),
-                      "split_sha256": sha256_bytes(store.read_bytes("datasets/lbzf_person_v0/dataset_split_v0.csv")),
-                      "baseline_weights": base, "splits": {}}, []
     comparison = None
-    with store.local_copy(model_key) as weights:
+    with tempfile.TemporaryDirectory(prefix="lbzf-eval-") as tmp:
+        weights = fetch_weights(store, model_key, Path(tmp) / Path(model_key).name)
+        result, tables = {"model": MODEL_NAME, "model_sha256": check_weights(store, weights, source=store.uri(model_key)),
+                          "split_sha256": sha256_bytes(store.read_bytes(split_key())),
+                          "baseline_weights": base, "splits": {}}, []
         for name in ("val", "test", "deployment_test"):
             frames, gt = labelled_set(store, set(split.loc[split["split"] == name, "frame_key"]))
             if frames.empty:
@@ -262,6 +265,8 @@ def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame
         return stored[stored["frame_key"].isin(set(frames["frame_key"]))]
     if base["untrained"]:
         return None
+    check_weights(store, Path(base["path"]), recorded_by="Stage A (reports/stage_a/stage_a_report.json)",
+                  expected_sha256=base["sha256"])
     return detect(store, base["path"], frames, imgsz)[0]
 
 

@@ -36,6 +36,7 @@ from pipeline.split import split_csv
 from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
                                  dataset_name, dataset_prefix, engine_key, is_version, model_name, model_prefix,
                                  split_key, weights_key)
+from pipeline.weights import check_weights, fetch_weights, publish_weights
 from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
 from resources.engine_builder import EngineBuilder
 from resources.storage import ArtifactStore
@@ -186,7 +187,14 @@ def _production_weights(store: ArtifactStore, entry: dict, folder: Path) -> Path
         raise registry.RegistryError(str(target), "weights_sha256", sha256_file(target),
                                      "restore the production weights recorded in registry/production.json",
                                      problem="production weights differ from the pointer")
+    check_weights(store, target, source=store.uri(entry["weights_key"]) if entry.get("weights_key") else None)
     return target
+
+
+def _candidate_weights(store: ArtifactStore, card: dict, target: Path) -> Path:
+    """The candidate's `.pt`, checked against its model card and the allow-list before it is unpickled."""
+    return fetch_weights(store, card["weights_key"], target, expected_sha256=card.get("weights_sha256"),
+                         recorded_by=f"{model_prefix(card['version'])}model_card.json")
 
 
 def _card_month(store: ArtifactStore, version) -> str | None:
@@ -273,7 +281,8 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             write_parquet(store, f"{dataset_prefix(version)}labels.parquet", person_boxes)
             result = trainer.fit(recipe, data_yaml, str(parent), _train_dir(name, identity),
                                  on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context)
-            store.upload_file(result.best, weights_key(version))
+            publish_weights(store, result.best, weights_key(version), producer="candidate_model",
+                            run_id=context.run_id)
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
             card = {"version": version, "model": name, "month": month, "identity": identity,
                     "parent_version": production.get("version"), "parent_weights_sha256": parent_sha,
@@ -345,8 +354,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     preds = {}
     with tempfile.TemporaryDirectory(prefix="lbzf-compare-") as tmp:
         prod_weights = _weights_local(store, production, Path(tmp))
-        cand_weights = Path(tmp) / "candidate.pt"
-        store.download_file(card["weights_key"], cand_weights)
+        cand_weights = _candidate_weights(store, card, Path(tmp) / "candidate.pt")
         for role, weights, own in (("production", prod_weights, production.get("imgsz") or 640),
                                    ("candidate", cand_weights, card["imgsz"])):
             preds[role], _ = detect(store, str(weights), frames, config.imgsz or int(own))
@@ -451,8 +459,7 @@ def _engine_files(store: ArtifactStore, engine_builder: EngineBuilder, card: dic
     key = engine_key(version)
     engine_local, sidecar_local = folder / f"{name}.engine", folder / f"{name}.engine.json"
     if not store.exists(key):
-        weights = folder / f"{name}.pt"
-        store.download_file(card["weights_key"], weights)
+        weights = _candidate_weights(store, card, folder / f"{name}.pt")
         onnx_path = export_onnx(weights, folder / f"{name}.onnx", imgsz=card["imgsz"])
         built = engine_builder.build(onnx_path, folder / "out", engine_name=name)
         if not built.built:
@@ -498,8 +505,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
                 paths.append(Path(tmp) / keys.package_file_name(key))
                 store.download_file(key, paths[-1])
             prod_weights = _production_weights(store, production, Path(tmp))
-            cand_weights = Path(tmp) / "candidate.pt"
-            store.download_file(card["weights_key"], cand_weights)
+            cand_weights = _candidate_weights(store, card, Path(tmp) / "candidate.pt")
             start = datetime.now(timezone.utc).replace(microsecond=0)
             logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
                                  {version: (str(cand_weights), int(card["imgsz"])),

@@ -10,8 +10,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.errors import PipelineInputError
 from pipeline.hashing import sha256_file
 from pipeline.offline import ultralytics_yolo
+
+CHECKPOINT_PIN = "last.pt.sha256"  # beside weights/last.pt: the sha256 of the checkpoint this pipeline saved
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,12 @@ def train(recipe: TrainingRecipe, data_yaml: Path, base_weights: Path | str, run
     last = run_dir / "weights" / "last.pt"
     best = run_dir / "weights" / "best.pt"
     resumed = last.exists() and not (run_dir / "finished").exists()
+    if resumed:
+        _check_checkpoint(last)
     model = YOLO(str(last) if resumed else str(base_weights))
     if on_epoch is not None:
         model.add_callback("on_fit_epoch_end", lambda trainer: on_epoch(_epoch_row(trainer)))
+    model.add_callback("on_model_save", lambda trainer: _pin_checkpoint(Path(trainer.last)))
     if resumed:
         model.train(resume=True)
     else:
@@ -91,3 +97,24 @@ def train(recipe: TrainingRecipe, data_yaml: Path, base_weights: Path | str, run
     curves = read_curves(run_dir)
     final = best if best.exists() else last
     return TrainResult(final, last, sha256_file(final), len(curves), resumed, curves, curves[-1] if curves else {})
+
+
+def _pin_checkpoint(last: Path) -> None:
+    """Record the sha256 of the checkpoint Ultralytics just saved (temp file, then rename)."""
+    if last.exists():
+        pin = last.parent / CHECKPOINT_PIN
+        tmp = pin.with_name(pin.name + ".tmp")
+        tmp.write_text(sha256_file(last) + "\n")
+        tmp.replace(pin)
+
+
+def _check_checkpoint(last: Path) -> None:
+    """A checkpoint is a pickle: resume from it only if it is the one this pipeline saved."""
+    pin = last.parent / CHECKPOINT_PIN
+    digest = sha256_file(last)
+    recorded = pin.read_text().strip() if pin.exists() else None
+    if recorded != digest:
+        raise PipelineInputError(str(last), "sha256", digest,
+                                 f"the checkpoint is not the one this pipeline saved ({pin.name}: "
+                                 f"{recorded or 'missing'}); it is not loaded. Delete {last.parent.parent} to train "
+                                 "from the start", problem="unrecorded training checkpoint")

@@ -58,3 +58,73 @@ def resolve_base_weights(setting: str, *, local_candidate: Path | None, allowed:
     return ResolvedWeights(setting, architecture, None, False, True,
                            f"{UNTRAINED_WARNING} ('{setting}' could not be found or downloaded here; "
                            f"the {architecture} architecture with random weights stands in)")
+
+
+# --------------------------------------------------------------------------- the pipeline's own weights
+#
+# Every `.pt` the pipeline writes (Stage B, training profiles, Stage C candidates) is recorded under
+# `registry/weights/<sha256>.json` before it is uploaded; a `.pt` read back from the store is loaded
+# only when its sha256 is official, allow-listed by LBZF_ALLOWED_WEIGHTS, or recorded there (and, where
+# the caller knows which bytes it expects, equal to them). The record is write-once per hash, so
+# concurrent producers never race on a shared list.
+
+PRODUCED_PREFIX = "registry/weights/"
+
+
+def produced_key(sha256: str) -> str:
+    return f"{PRODUCED_PREFIX}{sha256}.json"
+
+
+def publish_weights(store, local: Path, key: str, *, producer: str, run_id: str | None = None) -> str:
+    """Record `local`'s sha256 as the pipeline's own output, then upload it to `key`. Returns the sha256."""
+    import json
+
+    digest = sha256_file(Path(local))
+    record = produced_key(digest)
+    if not store.exists(record):
+        store.write_if_absent_or_same(record, json.dumps(
+            {"sha256": digest, "first_key": key, "producer": producer, "run_id": run_id}, indent=2).encode())
+    store.upload_file(Path(local), key)
+    return digest
+
+
+def accept_weights(store, digest: str, *, source: str, producer: str) -> None:
+    """Record allow-listed (not produced) weights the pipeline went on with, so later steps accept them too."""
+    import json
+
+    if digest not in OFFICIAL_WEIGHTS and not store.exists(produced_key(digest)):
+        store.write_if_absent_or_same(produced_key(digest), json.dumps(
+            {"sha256": digest, "first_key": source, "producer": producer, "run_id": None}, indent=2).encode())
+
+
+def check_weights(store, path: Path, *, source: str | None = None, recorded_by: str = "the pipeline",
+                  expected_sha256: str | None = None, extra: tuple[str, ...] | list[str] = ()) -> str:
+    """sha256 of the local `path`, or a clear refusal naming `source` (the store uri or path): not the
+    bytes `recorded_by` recorded, or not allow-listed (official, `extra`, or the pipeline's own record)."""
+    shown = source or str(path)
+    digest = sha256_file(Path(path))
+    if expected_sha256 and digest != expected_sha256:
+        raise PipelineInputError(shown, "sha256", digest,
+                                 f"these are not the weights {recorded_by} recorded (sha256 {expected_sha256}); "
+                                 "restore them or re-run the step that produced them", problem="weights sha256 mismatch")
+    if digest in OFFICIAL_WEIGHTS or digest in set(extra) or store.exists(produced_key(digest)):
+        return digest
+    raise PipelineInputError(shown, "sha256", digest,
+                             "weights are pickles and load only when their sha256 is allow-listed: use the official "
+                             f"yolov8n.pt or a model this pipeline produced (recorded under {PRODUCED_PREFIX}), or add "
+                             "the hash to LBZF_ALLOWED_WEIGHTS after checking where the file came from",
+                             problem="weights not on the allow-list")
+
+
+def fetch_weights(store, key: str, target: Path, *, expected_sha256: str | None = None,
+                  recorded_by: str = "the pipeline", extra: tuple[str, ...] | list[str] = ()) -> Path:
+    """Download the `.pt` at `key` to `target` and check it before anything unpickles it; a refused
+    file is removed again, so nothing unchecked is left for a later load."""
+    store.download_file(key, target)
+    try:
+        check_weights(store, target, source=store.uri(key), recorded_by=recorded_by, expected_sha256=expected_sha256,
+                      extra=extra)
+    except Exception:
+        Path(target).unlink(missing_ok=True)
+        raise
+    return Path(target)

@@ -163,6 +163,53 @@ class ArtifactConflictError(StorageError):
         )
 
 
+class S3RequestError(StorageError):
+    """An S3 request that failed (after botocore's retries), naming the object, the S3 error and a remedy.
+
+    ``code`` and ``status`` are S3's error code and HTTP status ('' and 0 when no answer came back);
+    the botocore exception is the ``__cause__``."""
+
+    def __init__(self, operation: str, where: str, code: str, status: int, detail: str):
+        self.operation = operation
+        self.where = where
+        self.code = code
+        self.status = status
+        what = f"{code} (HTTP {status})" if status else (code or "no answer")
+        super().__init__(f"S3 {operation} of {where} failed: {what}: {detail}. Remedy: {_s3_remedy(code, status)}")
+
+
+class _Retry(Exception):
+    """A conditional PUT that S3 answered with 409/412 (handled by the caller, never surfaced)."""
+
+    def __init__(self, code: str, status: int):
+        super().__init__(code)
+        self.code, self.status = code, status
+
+
+def _s3_remedy(code: str, status: int) -> str:
+    """What an operator can do about an S3 error code (docs/deployment.md, "IAM and bucket policy")."""
+    if code.startswith("KMS") or "KMS" in code:
+        return ("check that the KMS key in LBZF_S3_KMS_KEY_ID is enabled and that the pipeline role may use it "
+                "(kms:GenerateDataKey to write, kms:Decrypt to read); the pipeline never falls back to "
+                "unencrypted writes")
+    if code in ("AccessDenied", "Forbidden", "403") or status == 403:
+        return ("check that the pipeline role's IAM policy allows this action on this key "
+                "(docs/deployment.md, IAM policy; source prefixes are read-only), that the request uses TLS and, "
+                "for writes, SSE-KMS with the key the bucket policy expects (LBZF_S3_KMS_KEY_ID)")
+    if code in ("NoSuchBucket",):
+        return "check LBZF_S3_BUCKET and LBZF_S3_REGION: the bucket does not exist or is in another region"
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "NoCredentials"):
+        return ("give the pipeline valid AWS credentials (the pod's IAM role, or AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN); they are read from the standard chain, never from "
+                "configuration files")
+    if code in ("SlowDown", "Throttling", "RequestLimitExceeded", "ServiceUnavailable") or status in (429, 503) \
+            or status >= 500 or code in ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
+                                         "ConnectTimeoutError"):
+        return ("S3 kept failing after botocore's retries (8 attempts with backoff); nothing partial was left at "
+                "the key, so re-run the step when the endpoint (LBZF_S3_ENDPOINT_URL, network) is healthy")
+    return "see the S3 error code above in the S3 documentation; nothing partial was left at the key"
+
+
 # --------------------------------------------------------------------------- keys
 
 
@@ -726,17 +773,39 @@ class S3ArtifactStore(ArtifactStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(key)}"
 
+    @contextlib.contextmanager
+    def _request(self, operation: str, key: str, *, prefix: bool = False) -> Iterator[None]:
+        """Turn botocore's errors into `S3RequestError`s that name the object and a remedy."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            code, status = _error_code(exc)
+            message = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Message", "")) or str(exc)
+            raise S3RequestError(getattr(exc, "operation_name", "") or operation, self._where(key, prefix),
+                                 code, status, message) from exc
+        except BotoCoreError as exc:
+            code = "NoCredentials" if type(exc).__name__ == "NoCredentialsError" else type(exc).__name__
+            raise S3RequestError(operation, self._where(key, prefix), code, 0, str(exc)) from exc
+
+    def _where(self, key: str, prefix: bool) -> str:
+        if prefix:
+            return f"s3://{self.bucket}/{self._root_prefix()}{key}" + ("" if not key or key.endswith("/") else "*")
+        return self.uri(key)
+
     # ---- reads
 
     def stat(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
 
-        try:
-            head = self._get_client().head_object(Bucket=self.bucket, Key=self._full(key))
-        except ClientError as exc:
-            if _is_not_found(exc):
-                return None
-            raise
+        with self._request("HeadObject", key):
+            try:
+                head = self._get_client().head_object(Bucket=self.bucket, Key=self._full(key))
+            except ClientError as exc:
+                if _is_not_found(exc):
+                    return None
+                raise
         return ObjectInfo(
             key=key,
             size=int(head["ContentLength"]),
@@ -755,22 +824,23 @@ class S3ArtifactStore(ArtifactStore):
         )
 
         full = self._full(key)
-        for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
-            handle.seek(0)
-            handle.truncate()
-            try:
-                response = self._get_client().get_object(Bucket=self.bucket, Key=full)
-                for chunk in response["Body"].iter_chunks(_COPY_CHUNK):
-                    handle.write(chunk)
-                return
-            except ClientError as exc:
-                if _is_not_found(exc):
-                    raise FileNotFoundError(f"no object {key!r} at {self.uri(key)}") from exc
-                raise
-            except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ConnectionClosedError):
-                if attempt == _DOWNLOAD_ATTEMPTS:
+        with self._request("GetObject", key):
+            for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
+                handle.seek(0)
+                handle.truncate()
+                try:
+                    response = self._get_client().get_object(Bucket=self.bucket, Key=full)
+                    for chunk in response["Body"].iter_chunks(_COPY_CHUNK):
+                        handle.write(chunk)
+                    return
+                except ClientError as exc:
+                    if _is_not_found(exc):
+                        raise FileNotFoundError(f"no object {key!r} at {self.uri(key)}") from exc
                     raise
-                log.warning("download of %s broke off (attempt %d); retrying", self.uri(key), attempt)
+                except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ConnectionClosedError):
+                    if attempt == _DOWNLOAD_ATTEMPTS:
+                        raise
+                    log.warning("download of %s broke off (attempt %d); retrying", self.uri(key), attempt)
 
     def read_bytes(self, key: str) -> bytes:
         buffer = io.BytesIO()
@@ -793,7 +863,12 @@ class S3ArtifactStore(ArtifactStore):
         if start_after is not None:
             args["StartAfter"] = root + validate_prefix(start_after)
         paginator = self._get_client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(**args):
+        pages = iter(paginator.paginate(**args))
+        while True:
+            with self._request("ListObjectsV2", prefix, prefix=True):
+                page = next(pages, None)
+            if page is None:
+                return
             for item in page.get("Contents", []):
                 full = item["Key"]
                 if full.endswith("/"):  # "folder" marker objects made by consoles
@@ -813,8 +888,9 @@ class S3ArtifactStore(ArtifactStore):
             args["StartAfter"] = root + validate_prefix(start_after)
         paginator = self._get_client().get_paginator("list_objects_v2")
         out: list[str] = []
-        for page in paginator.paginate(**args):
-            out.extend(entry["Prefix"][len(root):] for entry in page.get("CommonPrefixes", []))
+        with self._request("ListObjectsV2", prefix, prefix=True):
+            for page in paginator.paginate(**args):
+                out.extend(entry["Prefix"][len(root):] for entry in page.get("CommonPrefixes", []))
         return sorted(out)
 
     @contextlib.contextmanager
@@ -852,8 +928,10 @@ class S3ArtifactStore(ArtifactStore):
         threshold = self.multipart_threshold_mb * _MiB
         head = _read_up_to(fileobj, threshold)
         if len(head) < threshold:
-            return self._put(key, head, content_type)
-        return self._multipart(key, _PushbackReader(head, fileobj), content_type, _part_size(size_hint), sse)
+            with self._request("PutObject", key):
+                return self._put(key, head, content_type)
+        with self._request("multipart upload", key):
+            return self._multipart(key, _PushbackReader(head, fileobj), content_type, _part_size(size_hint), sse)
 
     def _multipart(
         self, key: str, reader: _PushbackReader, content_type: str | None, part_size: int, sse: dict[str, str]
@@ -924,14 +1002,18 @@ class S3ArtifactStore(ArtifactStore):
         for _attempt in range(3):
             try:
                 # If-None-Match: '*' makes the create atomic: S3 refuses if the key exists.
-                self._put(key, data, content_type, IfNoneMatch="*")
-                return True
-            except ClientError as exc:
-                code, status = _error_code(exc)
-                if status == 409 or code == "ConditionalRequestConflict":
+                with self._request("PutObject", key):
+                    try:
+                        self._put(key, data, content_type, IfNoneMatch="*")
+                        return True
+                    except ClientError as exc:
+                        code, status = _error_code(exc)
+                        if not (status in (409, 412) or code in ("ConditionalRequestConflict", "PreconditionFailed")):
+                            raise
+                        raise _Retry(code, status) from None
+            except _Retry as retry:
+                if retry.status == 409 or retry.code == "ConditionalRequestConflict":
                     continue  # a concurrent write to the same key is in flight; S3 asks to retry
-                if status != 412 and code != "PreconditionFailed":
-                    raise
             try:
                 existing = self.read_bytes(key)
             except FileNotFoundError:
@@ -943,5 +1025,6 @@ class S3ArtifactStore(ArtifactStore):
         key = self._check_writable(key)
         if self.stat(key) is None:
             return False
-        self._get_client().delete_object(Bucket=self.bucket, Key=self._full(key))
+        with self._request("DeleteObject", key):
+            self._get_client().delete_object(Bucket=self.bucket, Key=self._full(key))
         return True

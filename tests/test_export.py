@@ -24,6 +24,7 @@ import pytest
 from pipeline.errors import PipelineInputError
 from pipeline.export import (DEFAULT_OPSET, export_onnx, inspect_onnx, onnx_opset, parity, preprocess)
 from pipeline.hashing import sha256_file
+from pipeline.weights import publish_weights
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 IMGSZ = 64
@@ -208,7 +209,7 @@ def seed_model_store(store_root: Path, weights: Path, coco8: Path, imgsz: int = 
 
     store = LocalArtifactStore(root=str(store_root))
     weights_key = f"models/{MODEL_NAME}/{MODEL_NAME}.pt"
-    store.upload_file(weights, weights_key)
+    publish_weights(store, weights, weights_key, producer="stage_b")  # as Stage B records its output
     store.write_bytes("models/selected_model.json", json.dumps({
         "model": MODEL_NAME, "key": weights_key, "sha256": sha256_file(weights), "why": "test",
         "version": "v0", "imgsz": imgsz}).encode())

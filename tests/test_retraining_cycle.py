@@ -34,6 +34,7 @@ def _seed(root: Path) -> None:
     from pipeline.demo.scene import boxes_in_view, load_photos, render
     from pipeline.hashing import sha256_bytes
     from pipeline.offline import ultralytics_yolo
+    from pipeline.weights import publish_weights
     from pipeline.split import assign_splits, frame_splits, split_csv
     from resources.storage import LocalArtifactStore
 
@@ -64,9 +65,9 @@ def _seed(root: Path) -> None:
     for annotator in ("sophia", "armando"):  # the main annotator and a full overlap (agreement check)
         store.write_bytes(f"{keys.INCOMING_ANNOTATIONS}ops_frames/{annotator}/export_1.zip",
                           coco_export_zip(careful(labelled, rng)))
-    weights = root / "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt"
-    weights.parent.mkdir(parents=True)
+    weights = root.parent / "v0_checkpoint.pt"
     ultralytics_yolo()("yolov8n.yaml").save(str(weights))  # a real checkpoint (random weights) as v0
+    publish_weights(store, weights, "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt", producer="stage_b")
     store.write_bytes("models/selected_model.json", json.dumps({
         "model": "yolov8n_lbzf_v0", "key": "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt",
         "sha256": sha256_bytes(weights.read_bytes()), "why": "gate: fine_tune", "version": "v0",

@@ -21,6 +21,7 @@ from resources.storage import (
     LocalArtifactStore,
     ObjectInfo,
     S3ArtifactStore,
+    S3RequestError,
     SourceWriteError,
 )
 
@@ -280,8 +281,9 @@ def test_s3_multipart_failure_is_aborted(
 
     client.meta.events.register(f"before-call.s3.{failing_operation}", fail_second)
     try:
-        with pytest.raises(EndpointConnectionError):
+        with pytest.raises(S3RequestError, match="exports/video.mp4") as err:
             store.upload_file(source, "exports/video.mp4")
+        assert isinstance(err.value.__cause__, EndpointConnectionError)
     finally:
         client.meta.events.unregister(f"before-call.s3.{failing_operation}", fail_second)
 
@@ -540,9 +542,10 @@ def test_s3_no_unencrypted_fallback(s3_endpoint: str, s3_bucket: str, kms_key_ar
         )
 
     store._get_client().meta.events.register("before-call.s3.PutObject", refuse)
-    with pytest.raises(ClientError, match="KMS.DisabledException"):
+    with pytest.raises(S3RequestError, match=r"KMS.DisabledException.*never falls back") as err:
         store.write_bytes("a/x.bin", b"x")
-    with pytest.raises(ClientError, match="KMS.DisabledException"):
+    assert isinstance(err.value.__cause__, ClientError) and f"s3://{s3_bucket}/a/x.bin" in str(err.value)
+    with pytest.raises(S3RequestError, match=r"a/y.bin.*KMS.DisabledException"):
         store.write_if_absent_or_same("a/y.bin", b"y")
     puts = [params for op, params in seen if op == "PutObject"]
     assert len(puts) == 2 and all(p.get("ServerSideEncryption") == "aws:kms" for p in puts)

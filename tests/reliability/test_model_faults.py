@@ -69,6 +69,60 @@ def test_missing_weights_without_fallback_is_an_error(fault, tmp_path):
         BaseWeights(setting="models/base/yolov8n.pt", allow_untrained=False).resolve(store, tmp_path / "cache")
 
 
+@pytest.mark.fault("model.produced_weights_swapped")
+def test_swapped_pipeline_weights_are_refused_before_loading(fault, tmp_path):
+    """A model key the pipeline wrote is overwritten out of band with a hostile pickle: the step that
+    reads it back (export's `_selected_weights`) refuses it by sha256 before unpickling, removes the
+    download, and loads it again once the recorded bytes are restored."""
+    from assets.export import _selected_weights
+    from pipeline.weights import produced_key, publish_weights
+
+    store = LocalArtifactStore(root=str(tmp_path / "store"))
+    key = "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt"
+    good = tmp_path / "best.pt"
+    good.write_bytes(pickle.dumps({"weights": list(range(64))}))
+    digest = publish_weights(store, good, key, producer="stage_b", run_id="r1")
+    assert store.exists(produced_key(digest))
+    selected = {"model": "yolov8n_lbzf_v0", "key": key, "sha256": digest, "imgsz": 640}
+    canary = tmp_path / "payload-ran.txt"
+    hostile = tmp_path / "hostile.pt"
+    hostile.write_bytes(pickle.dumps({"model": _Payload(canary)}))
+    (Path(store.root) / key).write_bytes(hostile.read_bytes())  # out-of-band overwrite, not through the store
+    folder = tmp_path / "work"
+    folder.mkdir()
+    with fault.rejects(PipelineInputError, store.uri(key), "weights sha256 mismatch", sha256_file(hostile),
+                       digest, "models/selected_model.json", "Remedy:"):
+        _selected_weights(store, selected, folder)
+    assert not canary.exists() and list(folder.iterdir()) == []
+    # an unrecorded pickle is refused even where no expected hash is known
+    with fault.rejects(PipelineInputError, "weights not on the allow-list", sha256_file(hostile)):
+        _selected_weights(store, {**selected, "sha256": None}, folder)
+    assert not canary.exists() and list(folder.iterdir()) == []
+    (Path(store.root) / key).write_bytes(good.read_bytes())
+    fault.rerun(digest, sha256_file(_selected_weights(store, selected, folder)))
+
+
+@pytest.mark.fault("model.checkpoint_tampered")
+def test_unrecorded_training_checkpoint_is_not_resumed(fault, tmp_path):
+    """A resumable run folder whose weights/last.pt is not the checkpoint the pipeline saved (no pin, or
+    another sha256) is refused before Ultralytics unpickles it."""
+    canary = tmp_path / "payload-ran.txt"
+    run = tmp_path / "runs" / "stage_b"
+    (run / "weights").mkdir(parents=True)
+    last = run / "weights" / "last.pt"
+    last.write_bytes(pickle.dumps({"model": _Payload(canary)}))
+    before = sha256_file(last)
+    recipe = TrainingRecipe(epochs=1, **TINY)
+    with fault.rejects(PipelineInputError, str(last), "unrecorded training checkpoint", before, "missing",
+                       "Remedy:", str(run)):
+        training.train(recipe, tmp_path / "data.yaml", "yolov8n.yaml", run)
+    (run / "weights" / training.CHECKPOINT_PIN).write_text("0" * 64 + "\n")
+    with pytest.raises(PipelineInputError, match="unrecorded training checkpoint"):
+        training.train(recipe, tmp_path / "data.yaml", "yolov8n.yaml", run)
+    assert not canary.exists(), "the checkpoint was unpickled"
+    fault.source(before, sha256_file(last))
+
+
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 TINY = dict(imgsz=64, batch=4, workers=0, seed=0, device="cpu", extra={"close_mosaic": 0, "warmup_epochs": 0})
 

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from resources.engine_builder import EngineBuildError, JetsonSSHEngineBuilder
-from resources.storage import S3ArtifactStore
+from resources.storage import S3ArtifactStore, S3RequestError, StorageError
 
 try:
     from s3_server import REGION, create_bucket
@@ -124,16 +124,24 @@ def test_jetson_key_and_passphrase_never_reach_errors(fault, canary_env, tmp_pat
     assert key_body not in text and key_body not in logs
 
 
-def test_clear_s3_errors_name_the_key_gap(fault_proxy, s3_endpoint):
-    """Known gap (docs/reliability.md): a denied S3 call surfaces botocore's message, which names the
-    operation but not the store key or a remedy. It xfails while the gap is there and fails once it is
-    fixed, so the doc gets updated."""
+@pytest.mark.fault("storage.s3_error_names_key")
+def test_s3_errors_name_the_key_and_a_remedy(fault, canary_env, fault_proxy, s3_endpoint):
+    """A denied or failing S3 call names the object (s3://bucket/key), S3's error code and what to do."""
     bucket = create_bucket(s3_endpoint)
-    store = S3ArtifactStore(bucket=bucket, endpoint_url=fault_proxy.url, region_name=REGION)
+    store = S3ArtifactStore(bucket=bucket, endpoint_url=fault_proxy.url, region_name=REGION,
+                            kms_key_id="arn:aws:kms:us-east-1:123456789012:key/abc")
     fault_proxy.add(method="GET", action="status", status=403, code="AccessDenied", message="Access Denied")
-    with pytest.raises(Exception) as err:
-        store.read_bytes("reports/stage_a/stage_a_report.json")
-    if "reports/stage_a/stage_a_report.json" not in str(err.value):
-        pytest.xfail(f"S3 error does not name the key: {err.value}")
-    pytest.fail("the gap is fixed: S3 errors now name the key; make this a plain test and update "
-                "scripts/reliability_report.py (GAPS)")
+    key = "reports/stage_a/stage_a_report.json"
+    with fault.rejects(StorageError, f"s3://{bucket}/{key}", "AccessDenied", "Remedy:", "IAM") as seen:
+        store.read_bytes(key)
+    assert isinstance(seen["error"], S3RequestError) and seen["error"].status == 403
+    fault_proxy.add(method="PUT", action="status", status=403, code="KMS.DisabledException",
+                    message="key disabled")
+    with fault.rejects(StorageError, f"s3://{bucket}/models/m.json", "KMS.DisabledException",
+                       "LBZF_S3_KMS_KEY_ID", "never falls back") as seen:
+        store.write_bytes("models/m.json", b"{}")
+    fault_proxy.add(method="GET", query="list-type=2", action="status", status=403, code="AccessDenied",
+                    message="Access Denied")
+    with fault.rejects(StorageError, f"s3://{bucket}/exports/", "ListObjectsV2", "Remedy:"):
+        list(store.list_keys("exports/"))
+    assert leaked(everything(seen["error"])) == []
