@@ -16,8 +16,8 @@ from pipeline.cvat import LabelMapping, read_export
 from pipeline.errors import AnnotationError, PipelineInputError
 from pipeline.hashing import sha256_bytes
 from pipeline.near_duplicates import cross_split_pairs, hash_frames
-from pipeline.split import (DEPLOYMENT_TEST, SPLITS, SplitConfig, assign_splits, frame_splits, leaks, ratio_report,
-                            split_csv)
+from pipeline.split import (DEPLOYMENT_TEST, SPLITS, SplitConfig, assign_splits, check_unique_sources, frame_splits,
+                            leaks, ratio_report, split_csv)
 from pipeline.yolo_dataset import dataset_yaml, files_under, write_yolo_dataset
 from resources.storage import ArtifactStore
 
@@ -203,6 +203,7 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
                            config.ratio_tolerance)
     videos = read_video_manifest(store)[["video_id", "operation", "camera", "recorded_day", "post_install"]]
     frames = labelled_frames(store)
+    check_unique_sources(frames, keys.VIDEO_MANIFEST)
     photos = frames.loc[frames["source"] == "photos", ["video_id"]].drop_duplicates()
     units = pd.concat([videos, photos.assign(operation="plant photo", camera="photo",
                                              recorded_day=photos["video_id"], post_install=False)], ignore_index=True)

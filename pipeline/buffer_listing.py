@@ -51,10 +51,13 @@ def _is_day(name: str) -> bool:
 
 def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]],
          list_objects: Callable[[str], Iterable[tuple[str, int, str]]], *,
-         overlap_days: int = 1) -> tuple[list[StableClip], BufferCursor]:
+         overlap_days: int = 1, ignored: list[tuple[str, str]] | None = None) -> tuple[list[StableClip], BufferCursor]:
     """One tick: (stable clips not yet reported, new cursor). `list_prefixes(p, start_after=None)`
     returns immediate sub-prefixes ending in '/' (with `start_after`, only those sorting after it, as
-    ArtifactStore.list_prefixes); `list_objects(p)` yields (key, size, etag) under p."""
+    ArtifactStore.list_prefixes); `list_objects(p)` yields (key, size, etag) under p. Keys and folders
+    outside `buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4` never start a run; when `ignored` is a list,
+    each one seen this tick is appended to it as (key or prefix, why), so the caller can report them."""
+    skipped = ignored if ignored is not None else []
     since = None
     if cursor.newest_day:
         since = (date.fromisoformat(cursor.newest_day) - timedelta(days=overlap_days)).isoformat()
@@ -64,7 +67,9 @@ def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]],
         # days before the window are skipped by the listing itself, so they cost nothing per tick
         for day_prefix in list_prefixes(camera_prefix, start_after=f"{camera_prefix}{since}" if since else None):
             day = day_prefix.rstrip("/").rsplit("/", 1)[-1]
-            if _is_day(day) and (since is None or day >= since):
+            if not _is_day(day):
+                skipped.append((day_prefix, "folder is not a YYYY-MM-DD day"))
+            elif since is None or day >= since:
                 day_prefixes.append((day, day_prefix))
     if since is None and day_prefixes:  # first tick: days before the window would be forgotten below unread
         since = (date.fromisoformat(max(day_prefixes)[0]) - timedelta(days=overlap_days)).isoformat()
@@ -78,6 +83,7 @@ def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]],
         for key, size, etag in list_objects(prefix):
             parts = buffer_clip_parts(key)
             if parts is None:
+                skipped.append((key, "not buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4"))
                 continue
             present.add(key)
             before = day_seen.get(key)

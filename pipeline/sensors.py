@@ -17,7 +17,13 @@ from resources.storage import ArtifactStore
 def buffer_footage_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore) -> dg.SensorResult:
     cursor = BufferCursor.parse(context.cursor)
     listing = lambda prefix: ((i.key, i.size, i.etag) for i in store.list_keys(prefix))  # noqa: E731
-    ready, new_cursor = scan(cursor, store.list_prefixes, listing)
+    ignored: list[tuple[str, str]] = []
+    ready, new_cursor = scan(cursor, store.list_prefixes, listing, ignored=ignored)
+    if ignored:  # a mis-configured camera uploads where nothing will ever pick it up: say so every tick
+        shown = "; ".join(f"{key} ({why})" for key, why in ignored[:5])
+        context.log.warning(f"{len(ignored)} key(s) under {keys.BUFFER_PREFIX} outside the buffer layout were "
+                            f"ignored (no run): {shown}{' ...' if len(ignored) > 5 else ''}. Remedy: upload clips as "
+                            f"{keys.BUFFER_PREFIX}<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4")
     partitions = [clip_partition_key(c.key) for c in ready]
     runs = [dg.RunRequest(run_key=f"{c.key}@{c.etag}", partition_key=p, tags={"lbzf/clip": c.key})
             for c, p in zip(ready, partitions)]

@@ -109,6 +109,21 @@ def assign_splits(units: pd.DataFrame, config: SplitConfig = SplitConfig()) -> p
     return units
 
 
+def check_unique_sources(frames: pd.DataFrame, manifest: str = "raw/videos/manifest.csv") -> None:
+    """The same bytes under two ids (a duplicate upload under another name) would let one recording land
+    in two splits, out of reach of a split by id: refuse it. `frames` holds video_id and video_sha256."""
+    if frames.empty or "video_sha256" not in frames.columns:
+        return
+    ids = frames.dropna(subset=["video_sha256"]).groupby("video_sha256")["video_id"].unique()
+    shared = ids[ids.map(len) > 1]
+    if len(shared):
+        digest, names = shared.index[0], sorted(str(v) for v in shared.iloc[0])
+        raise SplitError(manifest, "video_id", names,
+                         f"the same bytes (sha256 {digest}) were uploaded as {' and '.join(map(repr, names))}: "
+                         f"remove the duplicate row (or file) so one recording cannot land in two splits "
+                         f"({len(shared)} such group(s))", problem="duplicate upload under another name")
+
+
 def frame_splits(frames: pd.DataFrame, assignment: pd.DataFrame) -> pd.DataFrame:
     """The per-frame table: every frame (frame_key, video_id, ...) with its video's assignment
     (operation, camera, recorded_day, post_install, group, split). The assignment is the authority

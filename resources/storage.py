@@ -395,6 +395,13 @@ class ArtifactStore(dg.ConfigurableResource, abc.ABC):
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed.  Refused under source prefixes."""
 
+    @abc.abstractmethod
+    def sweep_incomplete(self, older_than_s: float = 86400.0) -> list[str]:
+        """Clean up writes that were killed before they finished and are older than ``older_than_s``:
+        orphaned ``.tmp-*.part`` files locally, open multipart uploads on S3 (aborted; a bucket
+        lifecycle rule does the same, this covers servers without one). Returns what was removed
+        (keys, or the temp files' store-relative paths). Finished objects are never touched."""
+
     def _conflict_or_same(self, key: str, existing: bytes, data: bytes) -> bool:
         if existing == data:
             return False
@@ -610,6 +617,20 @@ class LocalArtifactStore(ArtifactStore):
         except FileNotFoundError:
             return False
         return True
+
+    def sweep_incomplete(self, older_than_s: float = 86400.0) -> list[str]:
+        import time
+
+        root, cutoff, removed = self._root(), time.time() - older_than_s, []
+        for path in sorted(root.rglob(f"{TMP_PREFIX}*.part")):
+            rel = path.relative_to(root).as_posix()
+            if self.is_source_key(rel) and not self.allow_source_writes:
+                continue  # source folders are not the pipeline's to touch
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(rel)
+        return removed
 
 
 # --------------------------------------------------------------------------- S3
@@ -1028,3 +1049,24 @@ class S3ArtifactStore(ArtifactStore):
         with self._request("DeleteObject", key):
             self._get_client().delete_object(Bucket=self.bucket, Key=self._full(key))
         return True
+
+    def sweep_incomplete(self, older_than_s: float = 86400.0) -> list[str]:
+        root = self._root_prefix()
+        cutoff = datetime.now(timezone.utc).timestamp() - older_than_s
+        client, removed = self._get_client(), []
+        with self._request("ListMultipartUploads", "", prefix=True):
+            pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=root)
+            uploads = [u for page in pages for u in page.get("Uploads", [])]
+        for upload in uploads:
+            key = upload["Key"][len(root):]
+            if _utc(upload["Initiated"]).timestamp() >= cutoff or (self.is_source_key(key) and not self.allow_source_writes):
+                continue
+            with self._request("AbortMultipartUpload", key):
+                try:
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                except Exception as exc:  # already completed or aborted by someone else: nothing left to do
+                    if not _is_not_found(exc) and _error_code(exc)[0] != "NoSuchUpload":
+                        raise
+                    continue
+            removed.append(key)
+        return removed

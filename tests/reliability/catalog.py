@@ -45,7 +45,7 @@ _F = [
     ("footage.still_uploading", "footage", "clip still uploading", "buffer clip grows between sensor ticks",
      "survived"),
     ("footage.duplicate_upload", "footage", "duplicate upload under another name",
-     "same bytes under two video ids, landing in different splits", "flagged"),
+     "same bytes under two video ids, landing in different splits", "rejected"),
     ("footage.key_without_camera_day", "footage", "buffer key without camera/day",
      "buffer/<clip>.mp4, buffer/<cam>/<not-a-day>/..., buffer/<cam>/<day>/<sub>/...", "ignored"),
     ("footage.fixed_rerun_identical", "footage", "bad file replaced by a good one",

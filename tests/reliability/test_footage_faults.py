@@ -8,13 +8,15 @@ from pathlib import Path
 import av
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
 
-from pipeline.errors import BadFootageError
+from pipeline.errors import BadFootageError, SplitError
 from pipeline.frames import extract_frames, probe_video
 from pipeline.near_duplicates import cross_split_pairs, phash_bytes
 from pipeline.quarantine import quarantine_bad_footage, quarantine_key, read_record
 from pipeline.sensors import buffer_footage_sensor
+from pipeline.split import check_unique_sources
 from resources.storage import LocalArtifactStore
 
 try:
@@ -176,24 +178,31 @@ def test_target_past_the_end_fails_before_writing(fault, good_video, tmp_path):
 
 
 @pytest.mark.fault("footage.duplicate_upload")
-def test_duplicate_upload_under_another_name_is_flagged(fault, good_video, tmp_path):
+def test_duplicate_upload_under_another_name_is_refused(fault, good_video, tmp_path):
     """The same bytes uploaded twice under two names: by video id the split cannot see it, so both copies
-    can land in different splits. It must not pass silently: the frame records carry the same
-    video_sha256 and the near-duplicate audit on dataset_split reports distance-0 pairs across splits."""
+    could land in different splits. The frame records carry the same video_sha256, and the split refuses
+    them (naming both ids and the hash) before anything is written; the near-duplicate audit on
+    dataset_split would also report the distance-0 pairs."""
     records, split_of = {}, {"op_collar_01": "train", "op_collar_01_copy": "test"}
-    keys, splits, hashes = [], [], []
+    frame_keys, splits, hashes, rows = [], [], [], []
     for vid in split_of:
         path = tmp_path / f"{vid}.mp4"
         path.write_bytes(good_video)
         records[vid] = extract_frames(path, [0.0, 1.0, 2.0], tmp_path / vid, video_id=vid)
         for r in records[vid]:
-            keys.append(f"frames/ops/{vid}/{r.jpeg_name}")
+            frame_keys.append(f"frames/ops/{vid}/{r.jpeg_name}")
             splits.append(split_of[vid])
             hashes.append(phash_bytes((tmp_path / vid / r.jpeg_name).read_bytes()))
-    assert records["op_collar_01"][0].video_sha256 == records["op_collar_01_copy"][0].video_sha256
-    pairs = cross_split_pairs(keys, splits, np.array(hashes, dtype=np.uint64), max_distance=6)
+            rows.append({"frame_key": frame_keys[-1], "video_id": vid, "video_sha256": r.video_sha256})
+    digest = records["op_collar_01"][0].video_sha256
+    assert digest == records["op_collar_01_copy"][0].video_sha256
+    with fault.rejects(SplitError, "raw/videos/manifest.csv", "duplicate upload under another name",
+                       "'op_collar_01' and 'op_collar_01_copy'", digest, "Remedy:"):
+        check_unique_sources(pd.DataFrame(rows), "raw/videos/manifest.csv")
+    distinct = pd.DataFrame(rows).query("video_id == 'op_collar_01'")
+    check_unique_sources(distinct)  # one id per recording passes
+    pairs = cross_split_pairs(frame_keys, splits, np.array(hashes, dtype=np.uint64), max_distance=6)
     assert len(pairs) >= 3 and int(pairs["distance"].min()) == 0, pairs
-    fault.observed("flagged", f"{len(pairs)} cross-split near-duplicate pairs at distance 0; same video_sha256")
 
 
 def tick(store, cursor):
@@ -222,7 +231,7 @@ def test_clip_still_uploading_is_waited_for(fault, good_video, tmp_path):
 
 
 @pytest.mark.fault("footage.key_without_camera_day")
-def test_keys_without_camera_or_day_are_ignored(fault, good_video, tmp_path):
+def test_keys_without_camera_or_day_are_ignored(fault, good_video, tmp_path, capfd):
     root = tmp_path / "store"
     uploader = LocalArtifactStore(root=str(root), allow_source_writes=True)
     store = LocalArtifactStore(root=str(root))
@@ -235,5 +244,11 @@ def test_keys_without_camera_or_day_are_ignored(fault, good_video, tmp_path):
     r2 = tick(store, r1.cursor)
     requested = [r.tags["lbzf/clip"] for r in r1.run_requests + r2.run_requests]
     assert requested == ["buffer/cam1/2026-07-01/090000.mp4"], requested
-    fault.observed("ignored", f"{len(odd)} keys outside buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4: no run "
-                   "(the sensor reports no count of them: see docs/reliability.md, gaps)")
+    # every ignored key or folder inside a camera folder is counted and named in the tick's log
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "outside the buffer layout" in line]
+    assert warnings and "4 key(s)" in warnings[-1], warnings
+    for shown in ("buffer/cam1/not-a-day/", "buffer/cam1/2026-07-01/sub/080000.mp4",
+                  "buffer/cam1/2026-07-01/080000.txt", "buffer/cam1/2026-13-45/", "Remedy:"):
+        assert shown in warnings[-1], (shown, warnings[-1])
+    fault.observed("ignored", f"{len(odd)} keys outside buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4: no run; the "
+                   "tick logs a warning counting and naming those inside a camera folder")
