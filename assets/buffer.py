@@ -8,6 +8,7 @@ import pandas as pd
 from assets.common import extract_to_store, md_table, read_parquet, write_package, write_parquet
 from assets.partitions import buffer_clip_partitions, monthly_partitions
 from pipeline import keys
+from pipeline.errors import BadFootageError
 from pipeline.frames import probe_video
 from pipeline.hard_examples import HardExampleConfig, attach_clips, clip_table, sample
 from pipeline.quarantine import quarantine_bad_footage
@@ -72,11 +73,18 @@ def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
         return dg.MaterializeResult(metadata={"month": month, "taken": 0, "note": "no quality logs for the month"})
     clips = clip_table([i.key for i in store.list_keys(keys.BUFFER_PREFIX)
                         if any(f"/{d}/" in i.key for d in days)])
-    durations = []
+    durations, bad = [], []
     for key in clips["key"]:
-        with store.local_copy(key) as local:
-            durations.append(probe_video(local).usable_duration_s)
-    flags = attach_clips(pd.concat(logs, ignore_index=True), clips.assign(duration_s=durations))
+        try:  # one unreadable clip is quarantined and left out; it does not hold up the month
+            with quarantine_bad_footage(store, key), store.local_copy(key) as local:
+                durations.append(probe_video(local).usable_duration_s)
+        except BadFootageError as exc:
+            bad.append(key)
+            durations.append(float("nan"))
+            context.log.warning(f"left out of {context.partition_key[:7]}'s hard examples: {exc}")
+    clips = clips.assign(duration_s=durations)
+    clips = clips[~clips["key"].isin(bad)]
+    flags = attach_clips(pd.concat(logs, ignore_index=True), clips)
     chosen, info = sample(flags, HardExampleConfig(config.n, config.seed, config.min_gap_s))
     prefix = f"retraining/{month}/"
     tables = []
@@ -96,5 +104,6 @@ def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
         pd.DataFrame()
     return dg.MaterializeResult(metadata={
         "month": month, **{k: v for k, v in info.items()}, "frames_extracted": len(frames),
+        "quarantined_clips": len(bad), "quarantined": "\n".join(bad) or "none",
         "package_sha256": package.get("zip_sha256", ""), "package_uri": store.uri(f"{prefix}cvat_task_package.zip"),
         "per_camera_day": md_table(per_camera_day)})

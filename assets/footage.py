@@ -122,7 +122,7 @@ def stage_a_sample(context: dg.AssetExecutionContext, config: StageASampleConfig
     chosen = select_stage_a_videos(read_video_manifest(store), config.per_category, config.seed)
     tables, windows = [], []
     for row in chosen.itertuples():
-        with store.local_copy(row.key) as local:
+        with quarantine_bad_footage(store, row.key), store.local_copy(row.key) as local:
             choice, targets = plan_window(local, window_s=config.window_s, step_s=config.step_s)
         table = extract_to_store(store, row.key, targets, source="stage_a", video_id=row.video_id,
                                  frame_prefix=f"frames/stage_a/{row.video_id}/")

@@ -252,3 +252,38 @@ def test_keys_without_camera_or_day_are_ignored(fault, good_video, tmp_path, cap
         assert shown in warnings[-1], (shown, warnings[-1])
     fault.observed("ignored", f"{len(odd)} keys outside buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4: no run; the "
                    "tick logs a warning counting and naming those inside a camera folder")
+
+
+@pytest.mark.fault("footage.bad_buffer_clip_in_month")
+def test_bad_buffer_clip_is_quarantined_and_the_month_goes_on(fault, good_video, tmp_path):
+    """A buffer clip that cannot be decoded, among good ones of the month: `hard_examples` quarantines it
+    (record under quarantine/, warning naming it), samples from the good clips and counts what it left out."""
+    import io
+
+    from assets.buffer import hard_examples
+
+    root = tmp_path / "store"
+    uploader = LocalArtifactStore(root=str(root), allow_source_writes=True)
+    good_key, bad_key = "buffer/cam1/2026-07-01/080000.mp4", "buffer/cam2/2026-07-01/080000.mp4"
+    uploader.write_bytes(good_key, good_video)
+    uploader.write_bytes(bad_key, b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)  # a header, then garbage
+    log = pd.DataFrame([{"camera": cam, "ts": pd.Timestamp(f"2026-07-01 08:00:0{s}", tz="UTC"), "quality": "red",
+                         "model_version": "v0"} for cam in ("cam1", "cam2") for s in (0, 2)])
+    buffer = io.BytesIO()
+    log.to_parquet(buffer, index=False)
+    uploader.write_bytes("buffer/quality/2026-07-01.parquet", buffer.getvalue())
+    before = store_hashes(uploader, "buffer/")
+    store = LocalArtifactStore(root=str(root))
+    run_config = {"ops": {"hard_examples": {"config": {"n": 10, "min_gap_s": 1.0}}}}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([hard_examples], resources={"store": store}, instance=instance,
+                                partition_key="2026-07-01", run_config=run_config)
+        meta = result.asset_materializations_for_node("hard_examples")[0].metadata
+    assert result.success
+    assert meta["quarantined_clips"].value == 1 and meta["quarantined"].value == bad_key
+    assert meta["frames_extracted"].value == 2  # both flags of the good clip; none of the bad one
+    record = read_record(store, bad_key)
+    assert record is not None and record.key == bad_key and record.remedy
+    fault.observed("quarantined", f"{record.problem}: {bad_key} recorded at {quarantine_key(bad_key)}; "
+                   f"{meta['frames_extracted'].value} frames from the good clip")
+    fault.source(before, store_hashes(uploader, "buffer/"))
