@@ -6,6 +6,7 @@ variable listed in README.md ("Configuration").
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +25,21 @@ def _required(env: Mapping[str, str], name: str, deployment: str) -> str:
     if not value:
         raise PipelineInputError("environment", name, value, f"set {name} for DAGSTER_DEPLOYMENT={deployment} "
                                  "(see README.md, Configuration)", problem="missing setting")
+    return value
+
+
+KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+
+
+def _kms_key_arn(env: Mapping[str, str], deployment: str) -> str:
+    """The KMS key by ARN: the bucket policy compares the request's key id with the key's ARN, so an
+    alias or bare key id would be refused by S3 at the first write instead of here at load."""
+    value = _required(env, "LBZF_S3_KMS_KEY_ID", deployment)
+    if not KMS_KEY_ARN.match(value):
+        raise PipelineInputError("environment", "LBZF_S3_KMS_KEY_ID", value,
+                                 "give the key's ARN, arn:aws:kms:<region>:<12-digit account>:key/<key id> "
+                                 "(aws kms describe-key --key-id <alias> --query KeyMetadata.Arn; "
+                                 "docs/deployment.md, KMS key and bucket)", problem="not a KMS key ARN")
     return value
 
 
@@ -57,7 +73,7 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
                                      prefix=env.get("LBZF_S3_PREFIX", ""),
                                      endpoint_url=env.get("LBZF_S3_ENDPOINT_URL") or None,
                                      region_name=env.get("LBZF_S3_REGION") or None,
-                                     kms_key_id=_required(env, "LBZF_S3_KMS_KEY_ID", deployment)),
+                                     kms_key_id=_kms_key_arn(env, deployment)),
             "engine_builder": JetsonSSHEngineBuilder(
                 host=_required(env, "LBZF_JETSON_HOST", deployment),
                 port=int(env.get("LBZF_JETSON_PORT", "22")),

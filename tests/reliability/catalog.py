@@ -155,6 +155,8 @@ _F = [
      "DAGSTER_DEPLOYMENT=staging", "rejected"),
     ("orchestration.missing_setting", "orchestration", "missing prod setting", "prod without LBZF_S3_KMS_KEY_ID",
      "rejected"),
+    ("orchestration.kms_key_not_arn", "orchestration", "KMS key not given by ARN",
+     "LBZF_S3_KMS_KEY_ID as an alias, a bare key id or an alias ARN", "rejected"),
     ("orchestration.invalid_run_config", "orchestration", "invalid run config", "a wrong-typed field in run config",
      "rejected"),
     # ------------------------------------------------------------------ secrets

@@ -53,7 +53,7 @@ def test_repeated_annotation_tick_requests_no_duplicate_runs(fault, tmp_path):
     fault.observed("survived", "same run key on a repeated tick; none after the cursor moved")
 
 
-PROD_ENV = {"LBZF_S3_BUCKET": "lbzf-prod", "LBZF_S3_KMS_KEY_ID": "arn:aws:kms:eu-west-1:1:key/x",
+PROD_ENV = {"LBZF_S3_BUCKET": "lbzf-prod", "LBZF_S3_KMS_KEY_ID": "arn:aws:kms:eu-west-1:111122223333:key/mrk-1f2e3d",
             "LBZF_JETSON_HOST": "jetson-line-3", "LBZF_JETSON_USER": "lbzf", "LBZF_JETSON_KNOWN_HOSTS": "/k"}
 
 
@@ -70,6 +70,14 @@ def test_missing_prod_setting_is_refused_at_load(fault, missing):
     with fault.rejects(PipelineInputError, missing, "missing setting", "README.md"):
         resources_for("prod", env)
     resources_for("prod", PROD_ENV)  # complete settings load (no connection is made at load)
+
+
+@pytest.mark.fault("orchestration.kms_key_not_arn")
+@pytest.mark.parametrize("value", ["alias/lbzf-artifacts", "1234abcd-12ab-34cd-56ef-1234567890ab",
+                                   "arn:aws:kms:eu-west-1:111122223333:alias/lbzf"])
+def test_kms_key_that_is_not_an_arn_is_refused_at_load(fault, value):
+    with fault.rejects(PipelineInputError, "LBZF_S3_KMS_KEY_ID", value, "not a KMS key ARN", "Remedy:"):
+        resources_for("prod", {**PROD_ENV, "LBZF_S3_KMS_KEY_ID": value})
 
 
 @pytest.mark.fault("orchestration.invalid_run_config")
