@@ -77,24 +77,30 @@ def produced_key(sha256: str) -> str:
 
 def publish_weights(store, local: Path, key: str, *, producer: str, run_id: str | None = None) -> str:
     """Record `local`'s sha256 as the pipeline's own output, then upload it to `key`. Returns the sha256."""
-    import json
-
     digest = sha256_file(Path(local))
-    record = produced_key(digest)
-    if not store.exists(record):
-        store.write_if_absent_or_same(record, json.dumps(
-            {"sha256": digest, "first_key": key, "producer": producer, "run_id": run_id}, indent=2).encode())
+    _record(store, digest, {"sha256": digest, "first_key": key, "producer": producer, "run_id": run_id})
     store.upload_file(Path(local), key)
     return digest
 
 
-def accept_weights(store, digest: str, *, source: str, producer: str) -> None:
-    """Record allow-listed (not produced) weights the pipeline went on with, so later steps accept them too."""
+def _record(store, digest: str, fields: dict) -> None:
+    """Write the hash's record once; a record another writer made first (other fields) is as good."""
     import json
 
-    if digest not in OFFICIAL_WEIGHTS and not store.exists(produced_key(digest)):
-        store.write_if_absent_or_same(produced_key(digest), json.dumps(
-            {"sha256": digest, "first_key": source, "producer": producer, "run_id": None}, indent=2).encode())
+    record = produced_key(digest)
+    if store.exists(record):
+        return
+    try:
+        store.write_if_absent_or_same(record, json.dumps(fields, indent=2).encode())
+    except Exception:
+        if not store.exists(record):
+            raise
+
+
+def accept_weights(store, digest: str, *, source: str, producer: str) -> None:
+    """Record allow-listed (not produced) weights the pipeline went on with, so later steps accept them too."""
+    if digest not in OFFICIAL_WEIGHTS:
+        _record(store, digest, {"sha256": digest, "first_key": source, "producer": producer, "run_id": None})
 
 
 def check_weights(store, path: Path, *, source: str | None = None, recorded_by: str = "the pipeline",

@@ -36,6 +36,10 @@ GAPS = [
     "**Objects directly under `buffer/`** (e.g. `buffer/080000.mp4`, no camera folder) never start a run, but the "
     "buffer sensor's warning counts only keys and folders inside a camera folder: it lists folders, not the "
     "objects beside them, so a clip uploaded to the bucket's `buffer/` root is ignored without a log line.",
+    "**The record of the pipeline's own weights lives in the artifact bucket.** Whoever may write "
+    "`registry/weights/` (or `models/selected_model.json`, model cards) can allow-list a pickle; the pipeline "
+    "checks, it cannot protect its own bucket. docs/deployment.md (IAM roles) says how to keep that prefix "
+    "to the training role; the shipped policy grants the pipeline role all of `registry/*`.",
     "**A duplicate upload is refused at the split, not at upload.** Identical bytes under two video ids are "
     "caught by `video_sha256` when `dataset_split` is built (and frames of both copies are extracted before); "
     "`video_manifest` does not hash the videos, so the refusal comes one step later than it could.",

@@ -48,6 +48,8 @@ _F = [
      "same bytes under two video ids, landing in different splits", "rejected"),
     ("footage.bad_buffer_clip_in_month", "footage", "undecodable buffer clip among the month's clips",
      "garbage after an ftyp header at buffer/cam2/<day>/080000.mp4, flagged red", "quarantined"),
+    ("footage.bad_video_in_stage_a_sample", "footage", "undecodable video drawn for the Stage A sample",
+     "a moov-at-end MP4 cut in half, listed in the manifest", "quarantined"),
     ("footage.key_without_camera_day", "footage", "buffer key without camera/day",
      "buffer/<clip>.mp4, buffer/<cam>/<not-a-day>/..., buffer/<cam>/<day>/<sub>/...", "ignored"),
     ("footage.fixed_rerun_identical", "footage", "bad file replaced by a good one",

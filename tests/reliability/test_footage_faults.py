@@ -287,3 +287,31 @@ def test_bad_buffer_clip_is_quarantined_and_the_month_goes_on(fault, good_video,
     fault.observed("quarantined", f"{record.problem}: {bad_key} recorded at {quarantine_key(bad_key)}; "
                    f"{meta['frames_extracted'].value} frames from the good clip")
     fault.source(before, store_hashes(uploader, "buffer/"))
+
+
+@pytest.mark.fault("footage.bad_video_in_stage_a_sample")
+def test_bad_video_drawn_for_stage_a_is_quarantined(fault, good_video, tmp_path):
+    """A video drawn for the Stage A sample that cannot be decoded: `stage_a_sample` writes its quarantine
+    record and fails naming the source key; no sample manifest or CVAT package is written."""
+    from assets.footage import stage_a_sample
+
+    root = tmp_path / "store"
+    uploader = LocalArtifactStore(root=str(root), allow_source_writes=True)
+    bad_key = "raw/videos/op_hem_02.mp4"
+    uploader.write_bytes("raw/videos/op_hem_01.mp4", good_video)
+    uploader.write_bytes(bad_key, good_video[: len(good_video) // 2])  # moov at the end: cut before the index
+    uploader.write_bytes("raw/videos/manifest.csv", (
+        "video_id,key,operation,camera,recorded_day,post_install\n"
+        "op_hem_01,raw/videos/op_hem_01.mp4,hem,cam1,2026-06-01,false\n"
+        f"op_hem_02,{bad_key},hem,cam1,2026-06-02,false\n").encode())
+    before = store_hashes(uploader, "raw/")
+    store = LocalArtifactStore(root=str(root))
+    run_config = {"ops": {"stage_a_sample": {"config": {"per_category": 2, "window_s": 2.0, "step_s": 1.0}}}}
+    with dg.instance_for_test() as instance, fault.rejects(BadFootageError, bad_key, "Remedy:", "quarantine record"):
+        dg.materialize([stage_a_sample], resources={"store": store}, instance=instance, run_config=run_config)
+    assert read_record(store, bad_key) is not None
+    leftovers = [i.key for i in store.list_keys("frames/stage_a/manifest") ] + \
+        [i.key for i in store.list_keys("annotations/packages/")]
+    fault.partial(len(leftovers))
+    assert leftovers == []
+    fault.source(before, store_hashes(uploader, "raw/"))
