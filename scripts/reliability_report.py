@@ -255,7 +255,8 @@ def main() -> int:
     changed = not DOC.exists() or DOC.read_text() != text
     if not args.check:
         DOC.write_text(text)
-    bad = rc != 0 or summary["silent"] or summary["partial"] or summary["source_modified"] or summary["failed"]
+    bad = rc != 0 or summary["silent"] or summary["partial"] or summary["source_modified"] or summary["failed"] \
+        or any(r["verdict"] != r["expected"] for r in summary["rows"])
     print(f"{len(summary['rows'])} classes, {summary['tests']} tests, failed {summary['failed']}, silently accepted "
           f"{summary['silent']}, partial {summary['partial']}, source modified {summary['source_modified']} "
           f"({seconds:.0f} s); {'wrote' if not args.check else 'checked'} {DOC.relative_to(ROOT)}")

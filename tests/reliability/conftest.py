@@ -87,13 +87,19 @@ class FaultRecorder:
 
 
 @pytest.fixture
-def fault(request) -> FaultRecorder:
+def fault(request) -> Iterator[FaultRecorder]:
     marker = request.node.get_closest_marker("fault")
     if marker is None:
         raise RuntimeError(f"{request.node.nodeid} uses `fault` without @pytest.mark.fault(<id>)")
     recorder = FaultRecorder(marker.args[0])
     request.node._fault_recorder = recorder
-    return recorder
+    yield recorder
+    # the catalog's contract, checked in every run (not only when the report is regenerated)
+    expected = FAULTS[recorder.id].expected
+    assert recorder.outcome == expected, \
+        f"{recorder.id}: observed {recorder.outcome!r}, the catalog expects {expected!r}"
+    assert recorder.partial_found == 0, f"{recorder.id}: {recorder.partial_found} partial artifact(s) found"
+    assert recorder.source_changed == 0, f"{recorder.id}: source bytes modified"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -307,7 +307,8 @@ def test_bad_video_drawn_for_stage_a_is_quarantined(fault, good_video, tmp_path)
     before = store_hashes(uploader, "raw/")
     store = LocalArtifactStore(root=str(root))
     run_config = {"ops": {"stage_a_sample": {"config": {"per_category": 2, "window_s": 2.0, "step_s": 1.0}}}}
-    with dg.instance_for_test() as instance, fault.rejects(BadFootageError, bad_key, "Remedy:", "quarantine record"):
+    with dg.instance_for_test() as instance, fault.rejects(BadFootageError, bad_key, "Remedy:", "quarantine record",
+                                                                   outcome="quarantined"):
         dg.materialize([stage_a_sample], resources={"store": store}, instance=instance, run_config=run_config)
     assert read_record(store, bad_key) is not None
     leftovers = [i.key for i in store.list_keys("frames/stage_a/manifest") ] + \
