@@ -16,7 +16,7 @@ from pipeline.coco_map import average_precision, precision_recall_at
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
 from pipeline.detector import load_model, predict_persons
 from pipeline.gate import GateThresholds, decide
-from pipeline.hashing import sha256_bytes
+from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.paired import paired_difference
 from pipeline.weights import UNTRAINED_WARNING, accept_weights, check_weights, fetch_weights, publish_weights
 from pipeline.yolo_dataset import localize_yaml
@@ -208,7 +208,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     comparison = None
     with tempfile.TemporaryDirectory(prefix="lbzf-eval-") as tmp:
         weights = fetch_weights(store, model_key, Path(tmp) / Path(model_key).name)
-        result, tables = {"model": MODEL_NAME, "model_sha256": check_weights(store, weights, source=store.uri(model_key)),
+        result, tables = {"model": MODEL_NAME, "model_sha256": sha256_file(weights),
                           "split_sha256": sha256_bytes(store.read_bytes(split_key())),
                           "baseline_weights": base, "splits": {}}, []
         for name in ("val", "test", "deployment_test"):
