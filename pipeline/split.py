@@ -16,6 +16,7 @@ import pandas as pd
 
 from pipeline.errors import SplitError
 from pipeline.hashing import sha256_bytes
+from pipeline.keys import VIDEO_MANIFEST
 
 SPLITS = ("train", "val", "test")
 DEPLOYMENT_TEST = "deployment_test"
@@ -109,7 +110,7 @@ def assign_splits(units: pd.DataFrame, config: SplitConfig = SplitConfig()) -> p
     return units
 
 
-def check_unique_sources(frames: pd.DataFrame, manifest: str = "raw/videos/manifest.csv") -> None:
+def check_unique_sources(frames: pd.DataFrame, manifest: str = VIDEO_MANIFEST) -> None:
     """The same bytes under two ids (a duplicate upload under another name) would let one recording land
     in two splits, out of reach of a split by id: refuse it. `frames` holds video_id and video_sha256."""
     if frames.empty or "video_sha256" not in frames.columns:

@@ -64,6 +64,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -178,17 +179,9 @@ class S3RequestError(StorageError):
         super().__init__(f"S3 {operation} of {where} failed: {what}: {detail}. Remedy: {_s3_remedy(code, status)}")
 
 
-class _Retry(Exception):
-    """A conditional PUT that S3 answered with 409/412 (handled by the caller, never surfaced)."""
-
-    def __init__(self, code: str, status: int):
-        super().__init__(code)
-        self.code, self.status = code, status
-
-
 def _s3_remedy(code: str, status: int) -> str:
     """What an operator can do about an S3 error code (docs/deployment.md, "IAM and bucket policy")."""
-    if code.startswith("KMS") or "KMS" in code:
+    if "KMS" in code:
         return ("check that the KMS key in LBZF_S3_KMS_KEY_ID is enabled and that the pipeline role may use it "
                 "(kms:GenerateDataKey to write, kms:Decrypt to read); the pipeline never falls back to "
                 "unencrypted writes")
@@ -196,7 +189,7 @@ def _s3_remedy(code: str, status: int) -> str:
         return ("check that the pipeline role's IAM policy allows this action on this key "
                 "(docs/deployment.md, IAM policy; source prefixes are read-only), that the request uses TLS and, "
                 "for writes, SSE-KMS with the key the bucket policy expects (LBZF_S3_KMS_KEY_ID)")
-    if code in ("NoSuchBucket",):
+    if code == "NoSuchBucket":
         return "check LBZF_S3_BUCKET and LBZF_S3_REGION: the bucket does not exist or is in another region"
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "NoCredentials"):
         return ("give the pipeline valid AWS credentials (the pod's IAM role, or AWS_ACCESS_KEY_ID / "
@@ -619,8 +612,6 @@ class LocalArtifactStore(ArtifactStore):
         return True
 
     def sweep_incomplete(self, older_than_s: float = 86400.0) -> list[str]:
-        import time
-
         root, cutoff, removed = self._root(), time.time() - older_than_s, []
         for path in sorted(root.rglob(f"{TMP_PREFIX}*.part")):
             rel = path.relative_to(root).as_posix()
@@ -1014,27 +1005,33 @@ class S3ArtifactStore(ArtifactStore):
             last_modified=_response_time(response),
         )
 
-    def write_if_absent_or_same(self, key: str, data: bytes, *, content_type: str | None = None) -> bool:
+    def _create(self, key: str, data: bytes, content_type: str | None) -> str:
+        """PUT with If-None-Match: '*' (atomic create): 'created', 'exists' (412) or 'busy' (409, a
+        concurrent conditional write in flight); any other error is raised."""
         from botocore.exceptions import ClientError
 
+        try:
+            self._put(key, data, content_type, IfNoneMatch="*")
+            return "created"
+        except ClientError as exc:
+            code, status = _error_code(exc)
+            if status == 409 or code == "ConditionalRequestConflict":
+                return "busy"
+            if status == 412 or code == "PreconditionFailed":
+                return "exists"
+            raise
+
+    def write_if_absent_or_same(self, key: str, data: bytes, *, content_type: str | None = None) -> bool:
         key = self._check_writable(key)
         if len(data) > _S3_MAX_SINGLE_PUT:
             raise StorageError(f"{self.uri(key)}: versioned artifacts are limited to 5 GiB (single PUT)")
         for _attempt in range(3):
-            try:
-                # If-None-Match: '*' makes the create atomic: S3 refuses if the key exists.
-                with self._request("PutObject", key):
-                    try:
-                        self._put(key, data, content_type, IfNoneMatch="*")
-                        return True
-                    except ClientError as exc:
-                        code, status = _error_code(exc)
-                        if not (status in (409, 412) or code in ("ConditionalRequestConflict", "PreconditionFailed")):
-                            raise
-                        raise _Retry(code, status) from None
-            except _Retry as retry:
-                if retry.status == 409 or retry.code == "ConditionalRequestConflict":
-                    continue  # a concurrent write to the same key is in flight; S3 asks to retry
+            with self._request("PutObject", key):
+                answer = self._create(key, data, content_type)
+            if answer == "created":
+                return True
+            if answer == "busy":
+                continue  # a concurrent write to the same key is in flight; S3 asks to retry
             try:
                 existing = self.read_bytes(key)
             except FileNotFoundError:
@@ -1052,7 +1049,7 @@ class S3ArtifactStore(ArtifactStore):
 
     def sweep_incomplete(self, older_than_s: float = 86400.0) -> list[str]:
         root = self._root_prefix()
-        cutoff = datetime.now(timezone.utc).timestamp() - older_than_s
+        cutoff = time.time() - older_than_s
         client, removed = self._get_client(), []
         with self._request("ListMultipartUploads", "", prefix=True):
             pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=root)
