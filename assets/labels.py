@@ -3,6 +3,7 @@
 import json
 import tempfile
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,7 @@ from pipeline.cvat import LabelMapping, read_export
 from pipeline.errors import AnnotationError, PipelineInputError
 from pipeline.hashing import sha256_bytes
 from pipeline.near_duplicates import cross_split_pairs, hash_frames
+from pipeline.split_revisions import check_not_frozen, compare_splits, next_record
 from pipeline.split import (DEPLOYMENT_TEST, SPLITS, SplitConfig, assign_splits, check_unique_sources, frame_splits,
                             leaks, ratio_report, split_csv)
 from pipeline.yolo_dataset import dataset_yaml, files_under, write_yolo_dataset
@@ -183,7 +185,7 @@ class SplitAssetConfig(dg.Config):
 
 
 def split_key(version: str = DATA_VERSION) -> str:
-    return f"{keys.dataset_prefix(version)}dataset_split_{version}.csv"
+    return keys.split_key(version)
 
 
 def labelled_frames(store: ArtifactStore) -> pd.DataFrame:
@@ -210,7 +212,7 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
     assignment = assign_splits(units, settings)
     table = frame_splits(frames, assignment)
     data, digest = split_csv(table)
-    store.write_if_absent_or_same(split_key(), data)
+    revision = _store_split_revision(context, store, data, digest)
     write_parquet(store, f"{keys.dataset_prefix(DATA_VERSION)}split_assignment.parquet", assignment)
     store.write_bytes(f"{keys.dataset_prefix(DATA_VERSION)}split_config.json", json.dumps(asdict(settings)).encode())
     per_split = table.groupby("split").agg(frames=("frame_key", "size"), videos=("video_id", "nunique"),
@@ -220,7 +222,35 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
         "groups": int(assignment["group"].nunique()), "per_split": md_table(per_split),
         "ratios": md_table(ratio_report(assignment, settings)), "seed": config.seed,
         "deployment_test_frames": int((table["split"] == DEPLOYMENT_TEST).sum()),
+        "revision": revision["revision"], "revision_why": revision["why"],
+        "frozen_by": revision.get("frozen_by") or "none yet: re-made openly while labels arrive",
     })
+
+
+def _store_split_revision(context, store: ArtifactStore, data: bytes, digest: str) -> dict:
+    """Write the split as a new revision when it changed (labels arrive in waves), keep the earlier
+    revision, and record why; refuse to rewrite a split a model was trained from."""
+    key = split_key()
+    current = store.read_bytes(key) if store.exists(key) else None
+    record_key, lock_key = keys.split_record_key(DATA_VERSION), keys.split_lock_key(DATA_VERSION)
+    record = json.loads(store.read_bytes(record_key)) if store.exists(record_key) else None
+    lock = json.loads(store.read_bytes(lock_key)) if store.exists(lock_key) else None
+    change = compare_splits(current, data)
+    current_sha = sha256_bytes(current) if current is not None else None
+    check_not_frozen(lock, current_sha, digest, change, store.uri(key))
+    frozen = {"frozen_by": f"{lock.get('model')} (run {lock.get('run_id')})"} if lock else {}
+    if current_sha == digest and record is not None:
+        return {**record["revisions"][-1], "why": f"unchanged since revision {len(record['revisions'])}", **frozen}
+    revision_key = keys.split_revision_key(DATA_VERSION, len((record or {}).get("revisions", [])) + 1, digest)
+    store.write_if_absent_or_same(revision_key, data)
+    record = next_record(record, sha256=digest, change=change, run_id=context.run_id, revision_key=revision_key,
+                         at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    store.write_bytes(key, data)
+    store.write_bytes(record_key, json.dumps(record, indent=2).encode())
+    latest = record["revisions"][-1]
+    if latest["revision"] > 1:
+        context.log.warning(f"dataset split {DATA_VERSION} re-made (revision {latest['revision']}): {latest['why']}")
+    return {**latest, **frozen}
 
 
 def read_split(store: ArtifactStore) -> pd.DataFrame:
@@ -302,8 +332,13 @@ def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.
         out = root / "dataset"
         counts = write_yolo_dataset(out, frames.assign(local_path=local), boxes, ["person"], version=DATA_VERSION,
                                     split_sha256=split_sha)
+        written = set()
         for path in files_under(out):
+            written.add(prefix + path.relative_to(out).as_posix())
             store.upload_file(path, prefix + path.relative_to(out).as_posix())
+    stale = [i.key for sub in ("images/", "labels/") for i in store.list_keys(prefix + sub) if i.key not in written]
+    for key in stale:  # a frame of an earlier split revision that is no longer in this one
+        store.delete(key)
     text = dataset_yaml(prefix.rstrip("/"), ["person"], version=DATA_VERSION, split_sha256=split_sha,
                         splits=sorted(counts))
     yaml_key = f"{prefix}lbzf_person_{DATA_VERSION}.yaml"
@@ -312,4 +347,5 @@ def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.
     return dg.MaterializeResult(metadata={
         "yaml_uri": store.uri(yaml_key), "yaml_sha256": sha256_bytes(text.encode()), "split_sha256": split_sha,
         "per_split": md_table(pd.DataFrame(rows)), "images": int(sum(c["images"] for c in counts.values())),
+        "stale_files_removed": len(stale),
     })

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from assets.common import RecipeConfig, md_table, read_parquet, write_parquet
 from assets.footage import read_video_manifest, stage_a_sample
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, split_key, yolo_dataset
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, annotations, primary_labels, read_split, split_key, yolo_dataset
 from assets.plots import confidence_histogram, paired_plot, recall_by_operation, worst_frames
 from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
 from pipeline.detector import load_model, predict_persons
-from pipeline.gate import GateThresholds, decide
+from pipeline.errors import PipelineInputError
+from pipeline.gate import GateThresholds, check_gate_setting, decide
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.paired import paired_difference
 from pipeline.weights import UNTRAINED_WARNING, accept_weights, check_weights, fetch_weights, publish_weights
@@ -61,25 +63,46 @@ def detect(store: ArtifactStore, weights: str, frames: pd.DataFrame, imgsz: int)
 class StageAConfig(dg.Config):
     min_recall: float = 0.95
     min_median_conf: float = 0.55
-    inconclusive_action: str = "fine_tune"
+    inconclusive_action: str = "fine_tune"  # what an inconclusive (CI straddles a threshold) result does
+    gate_rule: str = "ci"  # "ci": three-way on the clustered CIs; "point": the plan's point-estimate rule
     iou_threshold: float = 0.5
     fp_conf: float = 0.25
     imgsz: int = 640
     n_boot: int = 2000
     seed: int = 0
-    include_test_split: bool = True
+    include_test_split: bool = False  # also score the labelled test split (needs dataset_split)
+
+    @pydantic.field_validator("inconclusive_action")
+    @classmethod
+    def _known_action(cls, value: str) -> str:
+        return check_gate_setting("inconclusive_action", value)
+
+    @pydantic.field_validator("gate_rule")
+    @classmethod
+    def _known_rule(cls, value: str) -> str:
+        return check_gate_setting("rule", value)
 
 
-@dg.asset(deps=[stage_a_sample, yolo_dataset], group_name="models", kinds={"pytorch"})
+@dg.asset(deps=[stage_a_sample, annotations], group_name="models", kinds={"pytorch"})
 def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, store: ArtifactStore,
                      base_weights: BaseWeights) -> dg.MaterializeResult:
-    """Off-the-shelf detector on the labelled Stage A sample (+ labelled test frames): per-frame recall
-    at IoU 0.5, best-box confidence, false positives, clustered CIs and the gate decision."""
-    stage_a = set(read_parquet(store, "frames/stage_a/manifest.parquet")["frame_key"])
+    """Off-the-shelf detector on the Stage A sample's own labels (the plan's first labelling wave; no
+    split needed): per-frame recall at IoU 0.5, best-box confidence, false positives, clustered CIs
+    and the gate decision. With include_test_split, the labelled test split is scored too."""
+    stage_a = set(read_parquet(store, keys.STAGE_A_MANIFEST)["frame_key"])
     if config.include_test_split:
+        if not store.exists(split_key()):
+            raise PipelineInputError(split_key(), "include_test_split", True,
+                                     "materialize dataset_split first (it needs the Stage B labels), or run Stage A "
+                                     "on the Stage A sample alone (include_test_split: false)", problem="no split yet")
         split = read_split(store)
         stage_a |= set(split.loc[split["split"] == "test", "frame_key"])
     frames, gt = labelled_set(store, stage_a)
+    if frames.empty:
+        raise PipelineInputError(keys.STAGE_A_MANIFEST, "frame_key", f"{len(stage_a)} Stage A frames, 0 labelled",
+                                 "label the Stage A task package (annotations/packages/stage_a.zip) in CVAT and drop "
+                                 f"its export under {keys.INCOMING_ANNOTATIONS}<task>/<annotator>/, then materialize "
+                                 "annotations", problem="no labelled Stage A frames")
     with tempfile.TemporaryDirectory(prefix="lbzf-weights-") as cache:
         weights = base_weights.resolve(store, Path(cache))
         if weights.sha256:
@@ -90,7 +113,8 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
     ci = cluster_bootstrap(table, "video_id", n_boot=config.n_boot, seed=config.seed)
     decision = decide(point["recall"], ci["recall_ci"], point["median_best_conf"], ci["median_best_conf_ci"],
                       point["n_frames_with_person"],
-                      GateThresholds(config.min_recall, config.min_median_conf, config.inconclusive_action))
+                      GateThresholds(config.min_recall, config.min_median_conf, config.inconclusive_action,
+                                     config.gate_rule))
     report = {"weights": weights.to_metadata(), "summary": point, "ci": ci, "gate": decision.to_metadata(),
               "speed_ms_per_image": speed, "iou_threshold": config.iou_threshold, "fp_conf": config.fp_conf}
     if weights.untrained:
@@ -153,6 +177,7 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
     if gate_says or config.force:
         why = "gate: " + report["gate"]["outcome"] if gate_says else "forced by config (gate: " + \
             report["gate"]["outcome"] + ")"
+        _lock_split(store, context.run_id)
         work = Path(tempfile.mkdtemp(prefix="lbzf-train-"))
         run_dir = _run_dir()
         data_yaml = _materialize_dataset(store, work / "dataset")
@@ -179,6 +204,18 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
     store.write_bytes("models/selected_model.json", data)
     yield dg.MaterializeResult(asset_key="selected_model", metadata={**{k: v for k, v in selected.items() if v},
                                                                       "pointer_sha256": sha256_bytes(data)})
+
+
+def _lock_split(store: ArtifactStore, run_id: str) -> None:
+    """From here on the split is frozen: dataset_split refuses to rewrite it (pipeline/split_revisions.py)."""
+    lock_key = keys.split_lock_key(MODEL_VERSION)
+    if store.exists(lock_key):
+        return
+    from datetime import datetime, timezone
+
+    store.write_bytes(lock_key, json.dumps({
+        "split_sha256": sha256_bytes(store.read_bytes(split_key())), "model": MODEL_NAME, "run_id": run_id,
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2).encode())
 
 
 def _run_dir() -> Path:
@@ -216,7 +253,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
             if frames.empty:
                 continue
             preds, speed = detect(store, str(weights), frames, config.imgsz)
-            base_preds = _baseline_predictions(store, base, frames, config.imgsz)
+            base_preds, base_frames = _baseline_predictions(store, base, frames, config.imgsz)
             table = per_frame(frames, gt, preds, iou_threshold=config.iou_threshold, fp_conf=config.fp_conf)
             ap = average_precision(gt, preds)
             pr = precision_recall_at(gt, preds, config.fp_conf)
@@ -229,12 +266,17 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
                      "per_class": {"person": {"map50": ap["ap50"], "map50_95": ap["ap50_95"]}},
                      "conf_sweep": sweep, "operating_point": _operating_point(sweep), "speed_ms_per_image": speed}
             if base_preds is not None:
-                base_table = per_frame(frames, gt, base_preds, iou_threshold=config.iou_threshold,
+                covered = set(base_frames["frame_key"])
+                base_gt = gt[gt["frame_key"].isin(covered)]
+                base_table = per_frame(base_frames, base_gt, base_preds, iou_threshold=config.iou_threshold,
                                        fp_conf=config.fp_conf)
-                overall = paired_difference(base_table, table, n_boot=config.n_boot, seed=config.seed)
-                by_op = paired_difference(base_table, table, by="operation", n_boot=config.n_boot, seed=config.seed)
-                entry["baseline"] = {"per_frame": summary(base_table), "map50": average_precision(gt, base_preds)["ap50"],
-                                     "untrained": bool(base["untrained"])}
+                ours = table[table["frame_key"].isin(covered)]
+                overall = paired_difference(base_table, ours, n_boot=config.n_boot, seed=config.seed)
+                by_op = paired_difference(base_table, ours, by="operation", n_boot=config.n_boot, seed=config.seed)
+                entry["baseline"] = {"per_frame": summary(base_table),
+                                     "map50": average_precision(base_gt, base_preds)["ap50"],
+                                     "untrained": bool(base["untrained"]), "frames_compared": len(covered),
+                                     "frames_in_split": len(frames)}
                 entry["paired_vs_baseline"] = {"overall": overall.to_dict("records")[0],
                                                "per_operation": by_op.to_dict("records")}
                 if name == "test":
@@ -256,18 +298,24 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     return dg.MaterializeResult(metadata=metadata)
 
 
-def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame, imgsz: int) -> pd.DataFrame | None:
-    """The off-the-shelf model's predictions on these frames: reuse Stage A's when it scored them
-    (the same model, the same frames), else run the base weights if there are any."""
+def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame,
+                          imgsz: int) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """The off-the-shelf model's predictions on these frames and the frames they cover. Stage A's are
+    reused where it scored the frame (the same model, the same frames: the Stage A sample's frames join
+    the split by their video). Frames it did not score are run through the base weights, unless the
+    base is the untrained architecture (not reproducible): then the comparison covers Stage A's frames
+    only, and `frames_compared` says how many."""
     stored = read_parquet(store, f"{STAGE_A_PREFIX}predictions.parquet")
     scored = set(read_parquet(store, f"{STAGE_A_PREFIX}per_frame.parquet")["frame_key"])
-    if set(frames["frame_key"]) <= scored:
-        return stored[stored["frame_key"].isin(set(frames["frame_key"]))]
-    if base["untrained"]:
-        return None
+    wanted = set(frames["frame_key"])
+    if wanted <= scored or base["untrained"]:
+        covered = frames[frames["frame_key"].isin(scored)]
+        if covered.empty:
+            return None, covered
+        return stored[stored["frame_key"].isin(set(covered["frame_key"]))], covered
     check_weights(store, Path(base["path"]), recorded_by="Stage A (reports/stage_a/stage_a_report.json)",
                   expected_sha256=base["sha256"])
-    return detect(store, base["path"], frames, imgsz)[0]
+    return detect(store, base["path"], frames, imgsz)[0], frames
 
 
 def _operating_point(sweep: list[dict]) -> dict:

@@ -10,6 +10,7 @@ PHOTOS_PREFIX = "raw/photos/"
 BUFFER_PREFIX = "buffer/"
 QUALITY_PREFIX = "buffer/quality/"
 INCOMING_ANNOTATIONS = "annotations/incoming/"
+STAGE_A_MANIFEST = "frames/stage_a/manifest.parquet"
 
 
 def frame_key(source: str, video_id: str, target_s: float) -> str:
@@ -31,6 +32,24 @@ def package_file_name(key: str) -> str:
 
 def dataset_prefix(version: str) -> str:
     return f"datasets/lbzf_person_{version}/"
+
+
+def split_key(version: str) -> str:
+    return f"{dataset_prefix(version)}dataset_split_{version}.csv"
+
+
+def split_record_key(version: str) -> str:
+    """Every revision of the version's split, with why it was re-made."""
+    return f"{dataset_prefix(version)}split_record.json"
+
+
+def split_lock_key(version: str) -> str:
+    """Written before a model trains from the split: from then on the split is frozen."""
+    return f"{dataset_prefix(version)}split_lock.json"
+
+
+def split_revision_key(version: str, revision: int, sha256: str) -> str:
+    return f"{dataset_prefix(version)}split_revisions/{revision:03d}_{sha256[:12]}.csv"
 
 
 def model_prefix(name: str) -> str:
