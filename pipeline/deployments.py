@@ -50,6 +50,22 @@ def _base_weights(env: Mapping[str, str], allow_untrained_default: bool) -> Base
                        allow_untrained=untrained.lower() in {"1", "true", "yes"})
 
 
+def _buffer_sensor_settings(env: Mapping[str, str]):
+    from pipeline.sensors import BufferSensorSettings
+
+    def number(name: str, default: str, kind=int):
+        value = env.get(name, default)
+        try:
+            return kind(value)
+        except ValueError:
+            raise PipelineInputError("environment", name, value, f"give a number (default {default})",
+                                     problem="not a number") from None
+
+    return BufferSensorSettings(backfill_days=number("LBZF_BUFFER_BACKFILL_DAYS", "7"),
+                                overlap_days=number("LBZF_BUFFER_OVERLAP_DAYS", "1"),
+                                hot_s=number("LBZF_BUFFER_HOT_S", "3600", float))
+
+
 def _local_engine_builder():
     builder = LocalTensorRTEngineBuilder()
     available, reason = builder.availability()
@@ -66,6 +82,7 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
             "engine_builder": _local_engine_builder(),
             "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "")),
             "base_weights": _base_weights(env, allow_untrained_default=True),
+            "buffer_sensor_settings": _buffer_sensor_settings(env),
         }
     if deployment == "prod":
         return {
@@ -83,6 +100,7 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
             ),
             "trainer": PipesSubprocessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0")),
             "base_weights": _base_weights(env, allow_untrained_default=False),
+            "buffer_sensor_settings": _buffer_sensor_settings(env),
         }
     raise PipelineInputError("environment", "DAGSTER_DEPLOYMENT", deployment, f"use one of {DEPLOYMENTS}",
                              problem="unknown deployment")

@@ -7,25 +7,44 @@ import dagster as dg
 from assets.buffer import clip_partition_key
 from assets.partitions import buffer_clip_partitions
 from pipeline import keys
-from pipeline.buffer_listing import BufferCursor, scan
+from pipeline.buffer_listing import Backfill, BufferCursor, scan
 from pipeline.jobs import annotations_job, buffer_frames_job
 from resources.storage import ArtifactStore
 
 
+class BufferSensorSettings(dg.ConfigurableResource):
+    """How far the buffer sensor looks: a camera's first tick backfills `backfill_days` before its
+    newest day; each tick re-lists `overlap_days` before each camera's own newest day, every new day
+    folder and every day that changed within `hot_s` seconds (pipeline/buffer_listing.py)."""
+
+    backfill_days: int = 7
+    overlap_days: int = 1
+    hot_s: float = 3600.0
+
+
 @dg.sensor(job=buffer_frames_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Registers each new, fully uploaded buffer clip as a partition and requests its frames.")
-def buffer_footage_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore) -> dg.SensorResult:
+           description="Registers each new, fully uploaded buffer clip as a partition and requests its frames "
+                       "(one cursor per camera; a first tick backfills, bounded).")
+def buffer_footage_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore,
+                          buffer_sensor_settings: BufferSensorSettings) -> dg.SensorResult:
     cursor = BufferCursor.parse(context.cursor)
-    listing = lambda prefix: ((i.key, i.size, i.etag) for i in store.list_keys(prefix))  # noqa: E731
+    listing = lambda prefix: ((i.key, i.size, i.etag, i.last_modified) for i in store.list_keys(prefix))  # noqa: E731
     ignored: list[tuple[str, str]] = []
-    ready, new_cursor = scan(cursor, store.list_prefixes, listing, ignored=ignored)
+    backfills: list[Backfill] = []
+    settings = buffer_sensor_settings
+    ready, new_cursor = scan(cursor, store.list_prefixes, listing, ignored=ignored, backfills=backfills,
+                             backfill_days=settings.backfill_days, overlap_days=settings.overlap_days,
+                             hot_s=settings.hot_s)
+    for backfill in backfills:
+        context.log.info(f"buffer sensor, first tick for a camera: {backfill.describe()} "
+                         f"(backfill_days={settings.backfill_days})")
     if ignored:  # a mis-configured camera uploads where nothing will ever pick it up: say so every tick
         shown = "; ".join(f"{key} ({why})" for key, why in ignored[:5])
         context.log.warning(f"{len(ignored)} key(s) under {keys.BUFFER_PREFIX} outside the buffer layout were "
                             f"ignored (no run): {shown}{' ...' if len(ignored) > 5 else ''}. Remedy: upload clips as "
                             f"{keys.BUFFER_PREFIX}<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4")
     partitions = [clip_partition_key(c.key) for c in ready]
-    runs = [dg.RunRequest(run_key=f"{c.key}@{c.etag}", partition_key=p, tags={"lbzf/clip": c.key})
+    runs = [dg.RunRequest(run_key=c.run_key, partition_key=p, tags={"lbzf/clip": c.key})
             for c, p in zip(ready, partitions)]
     return dg.SensorResult(
         run_requests=runs, cursor=new_cursor.dump(),

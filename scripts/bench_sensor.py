@@ -52,19 +52,19 @@ class SteadyBuffer:
         self.store = LocalArtifactStore(root=str(root))
         self.listed: list[str] = []
         self.cursor = BufferCursor()
-        for _ in range(2):  # first sight, then stable (reported)
-            _ready, self.cursor = scan(self.cursor, self.store.list_prefixes, self._listing)
+        for _ in range(3):  # first sight (backfill), stable (reported), then the window only
+            _ready, self.cursor = scan(self.cursor, self.store.list_prefixes, self._listing, hot_s=0)
 
     def _listing(self, prefix: str):
         for info in self.store.list_keys(prefix):
             self.listed.append(info.key)
-            yield info.key, info.size, info.etag
+            yield info.key, info.size, info.etag, info.last_modified
 
     def tick(self) -> float:
         """One timed steady-state tick; checks it found nothing new and left the cursor as it was."""
         self.listed.clear()
         start = time.perf_counter()
-        ready, after = scan(self.cursor, self.store.list_prefixes, self._listing)
+        ready, after = scan(self.cursor, self.store.list_prefixes, self._listing, hot_s=0)
         elapsed = time.perf_counter() - start
         assert not ready and after == self.cursor, "steady state: a tick with nothing new must change nothing"
         return elapsed

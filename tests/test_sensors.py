@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from pipeline.buffer_listing import BufferCursor, scan
-from pipeline.sensors import annotation_exports_sensor, buffer_footage_sensor
+from pipeline.sensors import BufferSensorSettings, annotation_exports_sensor, buffer_footage_sensor
 from resources.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 
 try:
@@ -97,8 +97,13 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
-def tick(sensor, instance: dg.DagsterInstance, store: ArtifactStore, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"store": store})
+STILL = BufferSensorSettings(hot_s=0)  # no day stays "hot": only the window and new folders are re-listed
+
+
+def tick(sensor, instance: dg.DagsterInstance, store: ArtifactStore, cursor: str | None,
+         settings: BufferSensorSettings = BufferSensorSettings()) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+        "store": store, "buffer_sensor_settings": settings})
     result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
@@ -108,6 +113,13 @@ def clip_etag(seeder: ArtifactStore, key: str) -> str:
     info = seeder.stat(key)
     assert info is not None
     return info.etag
+
+
+def clip_run_key(seeder: ArtifactStore, key: str) -> str:
+    """The run key a stable clip gets: key, etag and last-modified time (a rewrite is a new run)."""
+    info = seeder.stat(key)
+    assert info is not None
+    return f"{key}@{info.etag}@{info.last_modified.astimezone(timezone.utc).isoformat(timespec='microseconds')}"
 
 
 def cursor_keys(result: dg.SensorResult) -> set[str]:
@@ -128,11 +140,11 @@ def test_new_clip_is_requested_once_stable(backend: Backend, instance: dg.Dagste
     second = tick(buffer_footage_sensor, instance, backend.store, first.cursor)
     etag = clip_etag(backend.seeder, CLIP)
     assert [(r.run_key, r.partition_key, r.tags["lbzf/clip"]) for r in second.run_requests] == [
-        (f"{CLIP}@{etag}", CLIP_PARTITION, CLIP)]
+        (clip_run_key(backend.seeder, CLIP), CLIP_PARTITION, CLIP)]
     [add] = second.dynamic_partitions_requests
     assert isinstance(add, dg.AddDynamicPartitionsRequest)
     assert (add.partitions_def_name, list(add.partition_keys)) == ("buffer_clips", [CLIP_PARTITION])
-    assert BufferCursor.parse(second.cursor).seen["2026-07-01"][CLIP] == [len(b"clip bytes"), etag, True]
+    assert BufferCursor.parse(second.cursor).seen["2026-07-01"][CLIP] == [len(b"clip bytes"), etag, clip_run_key(backend.seeder, CLIP).rsplit("@", 1)[1], True]
 
     # what the daemon does with the result: the partition exists afterwards, the run targets it
     instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
@@ -190,7 +202,7 @@ def test_still_uploading_clip_waits_until_unchanged_across_two_ticks(backend: Ba
 
     final_etag = clip_etag(backend.seeder, CLIP)
     result = tick(buffer_footage_sensor, instance, backend.store, result.cursor)  # unchanged since last tick
-    assert [(r.run_key, r.partition_key) for r in result.run_requests] == [(f"{CLIP}@{final_etag}", CLIP_PARTITION)]
+    assert [(r.run_key, r.partition_key) for r in result.run_requests] == [(clip_run_key(backend.seeder, CLIP), CLIP_PARTITION)]
 
 
 def test_repeated_ticks_are_idempotent(backend: Backend, instance: dg.DagsterInstance) -> None:
@@ -219,7 +231,7 @@ def test_replaced_clip_is_requested_again_with_a_new_run_key(backend: Backend, i
     assert changed.run_requests == []
     second_run = tick(buffer_footage_sensor, instance, backend.store, changed.cursor)
     assert [r.partition_key for r in second_run.run_requests] == [CLIP_PARTITION]
-    assert second_run.run_requests[0].run_key == f"{CLIP}@{clip_etag(backend.seeder, CLIP)}"
+    assert second_run.run_requests[0].run_key == clip_run_key(backend.seeder, CLIP)
     assert second_run.run_requests[0].run_key != first_run.run_requests[0].run_key
 
 
@@ -249,118 +261,193 @@ def test_days_older_than_the_overlap_window_are_dropped_and_not_listed_again(
     old_days = [(date(2026, 6, 1) + timedelta(days=i)).isoformat() for i in range(20)]
     for day in old_days:
         backend.seeder.write_bytes(f"buffer/cam1/{day}/080000.mp4", b"old")
-    cursor = tick(buffer_footage_sensor, instance, backend.store, None).cursor
-    cursor = tick(buffer_footage_sensor, instance, backend.store, cursor).cursor
+    cursor = tick(buffer_footage_sensor, instance, backend.store, None, STILL).cursor
+    backfilled = tick(buffer_footage_sensor, instance, backend.store, cursor, STILL)
+    # the first sight backfills 7 days before the newest (bounded); the 12 older folders are left alone
+    assert sorted(r.partition_key.split("|")[1] for r in backfilled.run_requests) == old_days[-8:]
+    cursor = tick(buffer_footage_sensor, instance, backend.store, backfilled.cursor, STILL).cursor
     assert sorted(BufferCursor.parse(cursor).seen) == ["2026-06-19", "2026-06-20"]  # newest day and the overlap
 
     backend.seeder.write_bytes("buffer/cam1/2026-06-21/080000.mp4", b"new")
     backend.seeder.write_bytes("buffer/cam1/2026-06-22/080000.mp4", b"new")
-    moved = tick(buffer_footage_sensor, instance, backend.store, cursor)
+    moved = tick(buffer_footage_sensor, instance, backend.store, cursor, STILL)
     parsed = BufferCursor.parse(moved.cursor)
-    assert parsed.newest_day == "2026-06-22" and sorted(parsed.seen) == ["2026-06-21", "2026-06-22"]
+    assert parsed.newest_day == "2026-06-22" and {"2026-06-21", "2026-06-22"} <= set(parsed.seen)
 
-    # a late clip lands in a day that aged out: it is not looked at any more
+    # a late clip lands in a known day that aged out and settled: it is not looked at any more
     backend.seeder.write_bytes("buffer/cam1/2026-06-19/235900.mp4", b"late")
     backend.calls.clear()
     cursor = moved.cursor
     requested = []
     for _ in range(3):
-        result = tick(buffer_footage_sensor, instance, backend.store, cursor)
+        result = tick(buffer_footage_sensor, instance, backend.store, cursor, STILL)
         requested += [r.partition_key for r in result.run_requests]
         cursor = result.cursor
     assert requested == ["cam1|2026-06-21|080000", "cam1|2026-06-22|080000"]
     assert sorted(set(backend.calls.list_keys)) == ["buffer/cam1/2026-06-21/", "buffer/cam1/2026-06-22/"]
     assert len(backend.calls.list_keys) == 6  # two day folders per tick, three ticks
     assert set(backend.calls.keys) == {"buffer/cam1/2026-06-21/080000.mp4", "buffer/cam1/2026-06-22/080000.mp4"}
-    # the old day folders are not even enumerated: the camera listing starts at the window
-    assert set(backend.calls.day_prefixes_returned()) == {"buffer/cam1/2026-06-21/", "buffer/cam1/2026-06-22/"}
-    assert all(after == "buffer/cam1/2026-06-21" for prefix, after, _ in backend.calls.list_prefixes
-               if prefix == "buffer/cam1/")
+    # the camera's day folders are enumerated by one delimiter listing per tick (so a late folder of any
+    # age is noticed); the clips of old days are not listed
+    assert [prefix for prefix, _after, _out in backend.calls.list_prefixes] == ["buffer/", "buffer/cam1/"] * 3
 
 
-def test_scan_lists_only_the_window(tmp_path: Path) -> None:
-    """`scan` itself, with counting callables: what it asks for, tick by tick."""
-    listed: dict[str, list[tuple[str, int, str]]] = {
-        f"buffer/cam1/{day}/": [(f"buffer/cam1/{day}/080000.mp4", 10, f"e-{day}")]
-        for day in ("2026-07-01", "2026-07-02", "2026-07-03", "2026-07-04")}
-    prefix_calls: list[tuple[str, str | None]] = []
+def _fake_buffer(listed: dict[str, list[tuple]]):
+    """list_prefixes / list_objects over a dict of day prefix -> clips, recording what was asked."""
     object_calls: list[str] = []
 
     def list_prefixes(prefix: str, start_after: str | None = None) -> list[str]:
-        prefix_calls.append((prefix, start_after))
         if prefix == "buffer/":
-            return ["buffer/cam1/", "buffer/quality/"]
-        return [p for p in sorted(listed) if p.startswith(prefix) and (start_after is None or p > start_after)]
+            return sorted({"/".join(p.split("/")[:2]) + "/" for p in listed} | {"buffer/quality/"})
+        return [p for p in sorted(listed) if p.startswith(prefix)]
 
     def list_objects(prefix: str):
         object_calls.append(prefix)
         return list(listed.get(prefix, []))
 
-    ready, cursor = scan(BufferCursor(), list_prefixes, list_objects)
-    assert ready == [] and cursor.newest_day == "2026-07-04" and sorted(cursor.seen) == ["2026-07-03", "2026-07-04"]
-    # the first tick enumerates the day folders once, but reads only the window's
-    assert prefix_calls == [("buffer/", None), ("buffer/cam1/", None)]
-    assert object_calls == ["buffer/cam1/2026-07-03/", "buffer/cam1/2026-07-04/"]
+    return list_prefixes, list_objects, object_calls
 
-    prefix_calls.clear()
+
+T0 = datetime(2026, 7, 10, 12, 0, tzinfo=timezone.utc)
+
+
+def test_scan_lists_only_the_window(tmp_path: Path) -> None:
+    """`scan` itself, with counting callables and the clock as an input: what it asks for, tick by tick."""
+    listed = {f"buffer/cam1/{day}/": [(f"buffer/cam1/{day}/080000.mp4", 10, f"e-{day}", T0 - timedelta(days=2))]
+              for day in ("2026-07-01", "2026-07-02", "2026-07-03", "2026-07-04")}
+    list_prefixes, list_objects, object_calls = _fake_buffer(listed)
+    backfills: list = []
+    ready, cursor = scan(BufferCursor(), list_prefixes, list_objects, now=T0, backfill_days=1, backfills=backfills)
+    assert ready == [] and cursor.newest_day == "2026-07-04" and sorted(cursor.seen) == ["2026-07-03", "2026-07-04"]
+    assert object_calls == ["buffer/cam1/2026-07-03/", "buffer/cam1/2026-07-04/"]
+    assert [b.describe() for b in backfills] == [
+        "cam1: backfilled 2 day(s), 2026-07-03 to 2026-07-04; 2 older day folder(s) left alone"]
+
     object_calls.clear()
-    ready, cursor2 = scan(cursor, list_prefixes, list_objects)
+    ready, cursor2 = scan(cursor, list_prefixes, list_objects, now=T0)
     assert [c.key for c in ready] == ["buffer/cam1/2026-07-03/080000.mp4", "buffer/cam1/2026-07-04/080000.mp4"]
     assert object_calls == ["buffer/cam1/2026-07-03/", "buffer/cam1/2026-07-04/"]
-    assert ("buffer/cam1/", "buffer/cam1/2026-07-03") in prefix_calls
     assert not any(p.startswith("buffer/quality/") for p in object_calls)
 
     object_calls.clear()
-    ready, cursor3 = scan(cursor2, list_prefixes, list_objects)
+    ready, cursor3 = scan(cursor2, list_prefixes, list_objects, now=T0)
     assert ready == [] and cursor3 == cursor2 and len(object_calls) == 2
 
 
-def test_many_objects_on_s3_steady_tick_lists_only_recent_days(s3_endpoint: str, instance: dg.DagsterInstance) -> None:
-    """~3000 clips over 250 days x 2 cameras in moto; a steady tick reads the last two days only."""
+def test_a_late_camera_is_followed_on_its_own_clock_and_its_backlog_is_not_lost() -> None:
+    """cam2's Jetson is offline for three days while cam1 moves on; then cam2 uploads today first and its
+    backlog afterwards, folder by folder, over several ticks. Every clip runs once."""
+    listed: dict[str, list[tuple]] = {}
+
+    def upload(camera: str, day: str, clip: str, at: datetime) -> None:
+        listed.setdefault(f"buffer/{camera}/{day}/", []).append(
+            (f"buffer/{camera}/{day}/{clip}.mp4", 100, f"e-{camera}-{day}-{clip}", at))
+
+    list_prefixes, list_objects, _calls = _fake_buffer(listed)
+    reported: list[str] = []
+    cursor, now = BufferCursor(), T0
+
+    def ticks(n: int) -> None:
+        nonlocal cursor, now
+        for _ in range(n):
+            ready, cursor = scan(cursor, list_prefixes, list_objects, now=now)
+            reported.extend(c.key for c in ready)
+            now += timedelta(minutes=1)
+
+    for day in ("2026-07-06", "2026-07-07"):
+        upload("cam1", day, "080000", now)
+        upload("cam2", day, "080000", now)
+    ticks(2)
+    for day in ("2026-07-08", "2026-07-09", "2026-07-10"):  # cam2 offline: only cam1 uploads, days pass
+        upload("cam1", day, "080000", now)
+        ticks(2)
+        now += timedelta(days=1)
+    assert BufferCursor.parse(cursor.dump()).cameras["cam2"].newest_day == "2026-07-07"
+    upload("cam2", "2026-07-10", "080000", now)  # back online: today first
+    ticks(2)
+    upload("cam2", "2026-07-08", "080000", now)  # then the backlog, an old day folder at a time
+    ticks(1)
+    upload("cam2", "2026-07-08", "120000", now)  # more of the same old day, after its folder was seen
+    ticks(1)
+    upload("cam2", "2026-07-09", "080000", now)
+    ticks(3)
+    upload("cam2", "2026-07-08", "160000", now + timedelta(minutes=5))  # still uploading into the old day
+    ticks(3)
+    expected = sorted(key for clips in listed.values() for key, *_ in clips)
+    assert sorted(reported) == expected  # none missed
+    assert len(reported) == len(set(reported))  # none twice
+
+
+def test_rewrite_a_b_a_is_a_change_every_time() -> None:
+    """A clip rewritten A -> B -> A: each version is reported once it settles, with its own run key,
+    so Dagster's run-key deduplication cannot swallow the third (A again)."""
+    key = "buffer/cam1/2026-07-10/080000.mp4"
+    listed = {"buffer/cam1/2026-07-10/": [(key, 100, "etag-A", T0)]}
+    list_prefixes, list_objects, _calls = _fake_buffer(listed)
+    cursor, run_keys, now = BufferCursor(), [], T0
+    for version, (etag, size) in enumerate([("etag-A", 100), ("etag-B", 120), ("etag-A", 100)]):
+        listed["buffer/cam1/2026-07-10/"] = [(key, size, etag, T0 + timedelta(minutes=10 * version))]
+        for _ in range(2):
+            ready, cursor = scan(cursor, list_prefixes, list_objects, now=now)
+            run_keys += [c.run_key for c in ready]
+            now += timedelta(minutes=1)
+    assert len(run_keys) == 3 and len(set(run_keys)) == 3
+    assert [k.split("@")[1] for k in run_keys] == ["etag-A", "etag-B", "etag-A"]
+    # unchanged afterwards: no further run
+    ready, _ = scan(cursor, list_prefixes, list_objects, now=now)
+    assert ready == []
+
+
+@pytest.mark.integration
+def test_late_camera_backfill_and_rewrite_on_s3(s3_endpoint: str, instance: dg.DagsterInstance) -> None:
+    """The same three cases through the sensor, against real S3 listings (moto on loopback)."""
     bucket = create_bucket(s3_endpoint)
     fields = {"bucket": bucket, "endpoint_url": s3_endpoint, "region_name": REGION}
     seeder = S3ArtifactStore(allow_source_writes=True, **fields)
-    calls = Calls()
-    store = counting(S3ArtifactStore, calls, **fields)
+    store = S3ArtifactStore(**fields)
+    requested: list[tuple[str, str]] = []
+    cursor = None
 
-    days = [(date(2026, 1, 1) + timedelta(days=i)).isoformat() for i in range(250)]
-    clips_per_day = ("060000", "080000", "100000", "120000", "140000", "160000")
-    keys = [f"buffer/{cam}/{day}/{hhmmss}.mp4" for cam in ("cam1", "cam2") for day in days for hhmmss in clips_per_day]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda key: seeder.write_bytes(key, b"c"), keys))
-    assert len(keys) == 3000
+    def ticks(n: int) -> None:
+        nonlocal cursor
+        for _ in range(n):
+            result = tick(buffer_footage_sensor, instance, store, cursor)
+            requested.extend((r.partition_key, r.run_key) for r in result.run_requests)
+            cursor = result.cursor
 
-    cursor = tick(buffer_footage_sensor, instance, store, None).cursor  # first sight of everything
-    steady = tick(buffer_footage_sensor, instance, store, cursor)
-    newest = days[-1]
-    assert BufferCursor.parse(steady.cursor).newest_day == newest
-    assert len(steady.run_requests) == 2 * 2 * len(clips_per_day)  # the window's clips (older days: history)
-    cursor = steady.cursor
-    calls.clear()
-    idle = tick(buffer_footage_sensor, instance, store, cursor)
-    assert idle.run_requests == [] and idle.cursor == cursor
-    assert len(calls.keys) == 2 * 2 * len(clips_per_day)  # 24 of 3000 keys
-    assert len(calls.day_prefixes_returned()) == 4  # 4 of 500 day folders
+    # history older than the backfill horizon, then a fortnight of cam1 and a first sight that backfills
+    days = [(date(2026, 7, 1) + timedelta(days=i)).isoformat() for i in range(14)]
+    for day in days:
+        seeder.write_bytes(f"buffer/cam1/{day}/080000.mp4", b"cam1 " + day.encode())
+    seeder.write_bytes(f"buffer/cam2/{days[8]}/080000.mp4", b"cam2 before going offline")
+    ticks(2)
+    partitions = [p for p, _ in requested]
+    assert sorted(p for p in partitions if p.startswith("cam1")) == [f"cam1|{d}|080000" for d in days[-8:]]
+    assert partitions.count(f"cam2|{days[8]}|080000") == 1  # cam2's own newest day, though cam1 is 5 days ahead
 
-    new_day = (date.fromisoformat(newest) + timedelta(days=1)).isoformat()
-    new_clip = f"buffer/cam2/{new_day}/073000.mp4"
-    seeder.write_bytes(new_clip, b"fresh")
-    calls.clear()
-    seen_new = tick(buffer_footage_sensor, instance, store, cursor)
-    assert seen_new.run_requests == []  # first sight: not known stable yet
-    window = {days[-2], newest, new_day}
-    assert {k.split("/")[2] for k in calls.keys} == window
-    assert len(calls.keys) == 2 * 2 * len(clips_per_day) + 1
-    assert sorted(set(calls.list_keys)) == sorted(f"buffer/{cam}/{d}/" for cam in ("cam1", "cam2") for d in window
-                                                  if cam == "cam2" or d != new_day)
+    # cam2 comes back: today first, then its backlog into day folders older than cam1's window
+    requested.clear()
+    seeder.write_bytes(f"buffer/cam2/{days[13]}/080000.mp4", b"cam2 today")
+    ticks(2)
+    for day in days[9:13]:
+        seeder.write_bytes(f"buffer/cam2/{day}/080000.mp4", b"cam2 backlog " + day.encode())
+    ticks(2)
+    seeder.write_bytes(f"buffer/cam2/{days[9]}/120000.mp4", b"more backlog")  # its folder is known by now
+    ticks(2)
+    assert sorted(p for p, _ in requested) == sorted(
+        [f"cam2|{d}|080000" for d in days[9:14]] + [f"cam2|{days[9]}|120000"])
 
-    calls.clear()
-    requested = tick(buffer_footage_sensor, instance, store, seen_new.cursor)
-    assert [(r.partition_key, r.run_key) for r in requested.run_requests] == [
-        (f"cam2|{new_day}|073000", f"{new_clip}@{clip_etag(seeder, new_clip)}")]
-    assert [list(r.partition_keys) for r in requested.dynamic_partitions_requests] == [[f"cam2|{new_day}|073000"]]
-    assert {k.split("/")[2] for k in calls.keys} == {newest, new_day}  # the window moved on by a day
-    assert len(calls.keys) == 2 * len(clips_per_day) + 1
+    # a rewrite A -> B -> A of a clip that already ran
+    requested.clear()
+    clip = f"buffer/cam1/{days[13]}/080000.mp4"
+    original = seeder.read_bytes(clip)
+    for data in (b"rewritten B", original):
+        seeder.write_bytes(clip, data)
+        ticks(2)
+    assert [p for p, _ in requested] == [f"cam1|{days[13]}|080000"] * 2
+    assert len({k for _, k in requested}) == 2 and all(k.startswith(clip + "@") for _, k in requested)
+    ticks(2)
+    assert len(requested) == 2  # settled: nothing more
 
 
 @pytest.mark.parametrize("start_after, expected", [

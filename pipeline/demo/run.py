@@ -69,7 +69,8 @@ def run_demo(home: Path, small: bool = False) -> dict:
     store = defs.resources["store"]
     cursor = None
     for _ in range(2):
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"store": store})
+        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+            "store": store, "buffer_sensor_settings": defs.resources["buffer_sensor_settings"]})
         result = buffer_footage_sensor(context)
         cursor = result.cursor
         for request in result.dynamic_partitions_requests:

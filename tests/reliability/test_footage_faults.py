@@ -15,7 +15,7 @@ from pipeline.errors import BadFootageError, SplitError
 from pipeline.frames import extract_frames, probe_video
 from pipeline.near_duplicates import cross_split_pairs, phash_bytes
 from pipeline.quarantine import quarantine_bad_footage, quarantine_key, read_record
-from pipeline.sensors import buffer_footage_sensor
+from pipeline.sensors import BufferSensorSettings, buffer_footage_sensor
 from pipeline.split import check_unique_sources
 from resources.storage import LocalArtifactStore
 
@@ -207,7 +207,7 @@ def test_duplicate_upload_under_another_name_is_refused(fault, good_video, tmp_p
 
 def tick(store, cursor):
     context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor,
-                                      resources={"store": store})
+                                      resources={"store": store, "buffer_sensor_settings": BufferSensorSettings()})
     return buffer_footage_sensor(context)
 
 

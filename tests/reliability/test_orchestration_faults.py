@@ -7,13 +7,13 @@ import pytest
 
 from pipeline.deployments import resources_for
 from pipeline.errors import PipelineInputError
-from pipeline.sensors import annotation_exports_sensor, buffer_footage_sensor
+from pipeline.sensors import BufferSensorSettings, annotation_exports_sensor, buffer_footage_sensor
 from resources.storage import LocalArtifactStore
 
 
 def tick(sensor, store, cursor):
     context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor,
-                                      resources={"store": store})
+                                      resources={"store": store, "buffer_sensor_settings": BufferSensorSettings()})
     return sensor(context)
 
 
