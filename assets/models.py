@@ -301,21 +301,33 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
 def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame,
                           imgsz: int) -> tuple[pd.DataFrame | None, pd.DataFrame]:
     """The off-the-shelf model's predictions on these frames and the frames they cover. Stage A's are
-    reused where it scored the frame (the same model, the same frames: the Stage A sample's frames join
-    the split by their video). Frames it did not score are run through the base weights, unless the
-    base is the untrained architecture (not reproducible): then the comparison covers Stage A's frames
-    only, and `frames_compared` says how many."""
+    reused where it scored every frame (the same model, the same frames: the Stage A sample's frames
+    join the split by their video); otherwise the base weights Stage A used are run again (checked
+    against its recorded sha256). Weights that cannot be loaded again (an untrained architecture that
+    was not kept) leave the comparison to Stage A's frames, and `frames_compared` says how many."""
     stored = read_parquet(store, f"{STAGE_A_PREFIX}predictions.parquet")
     scored = set(read_parquet(store, f"{STAGE_A_PREFIX}per_frame.parquet")["frame_key"])
-    wanted = set(frames["frame_key"])
-    if wanted <= scored or base["untrained"]:
-        covered = frames[frames["frame_key"].isin(scored)]
-        if covered.empty:
-            return None, covered
-        return stored[stored["frame_key"].isin(set(covered["frame_key"]))], covered
-    check_weights(store, Path(base["path"]), recorded_by="Stage A (reports/stage_a/stage_a_report.json)",
-                  expected_sha256=base["sha256"])
-    return detect(store, base["path"], frames, imgsz)[0], frames
+    if set(frames["frame_key"]) <= scored:
+        return stored[stored["frame_key"].isin(set(frames["frame_key"]))], frames
+    with tempfile.TemporaryDirectory(prefix="lbzf-base-") as tmp:
+        weights = base_weights_file(store, base, Path(tmp))
+        if weights is None:
+            covered = frames[frames["frame_key"].isin(scored)]
+            return (stored[stored["frame_key"].isin(set(covered["frame_key"]))] if len(covered) else None), covered
+        return detect(store, str(weights), frames, imgsz)[0], frames
+
+
+def base_weights_file(store: ArtifactStore, base: dict, folder: Path) -> Path | None:
+    """A checked local copy of the base weights Stage A recorded (its report's `weights`), or None
+    when they cannot be loaded again."""
+    recorded_by = f"Stage A ({STAGE_A_PREFIX}stage_a_report.json)"
+    if base.get("key"):
+        return fetch_weights(store, base["key"], folder / Path(base["key"]).name, expected_sha256=base["sha256"],
+                             recorded_by=recorded_by)
+    if base.get("sha256") and Path(base["path"]).is_file():
+        check_weights(store, Path(base["path"]), recorded_by=recorded_by, expected_sha256=base["sha256"])
+        return Path(base["path"])
+    return None
 
 
 def _operating_point(sweep: list[dict]) -> dict:

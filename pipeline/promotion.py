@@ -13,6 +13,8 @@ Refusal kinds (the first words of each reason):
 * `shadow disagreement` - on some camera the models agree on too few boxes, detect people at rates
   too far apart, or the candidate's confidence drops too much;
 * `shadow latency`     - the candidate's p95 latency is too far above production's;
+* `simulated shadow`   - the shadow logs were simulated (replayed on this machine), not written by the
+  device; only a deployment that allows it (local demo) accepts them, and it says so everywhere;
 * `superseded`         - a newer version is already production;
 * `rolled back`        - this version was rolled back from production before (not re-promoted unless
   the operator allows it).
@@ -43,6 +45,7 @@ class PromotionThresholds:
     max_shadow_conf_drop: float = 0.10  # per camera, mean best confidence
     max_latency_ratio: float = 1.25  # candidate p95 / production p95
     allow_rolled_back: bool = False
+    allow_simulated_shadow: bool = False  # set by the deployment (local: yes, prod: never), not by operators
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +110,13 @@ def shadow_checks(shadow: dict | None, t: PromotionThresholds) -> list[dict]:
                f"no shadow logs of the candidate under {where}: deploy it in shadow mode and let the device upload "
                "its logs (locally: shadow_report with simulate: true)")
         return checks
+    source = shadow.get("source", "device")
+    if source != "device":
+        _check(checks, "simulated shadow", "log source", source, "device" if not t.allow_simulated_shadow else
+               "device (simulated allowed here)", t.allow_simulated_shadow,
+               f"the shadow logs under {shadow.get('logs_prefix', 'shadow/<version>/logs/')} are {source}, not written "
+               "by the device: deploy the engine in shadow mode on the Jetson and let it upload its logs "
+               "(pipeline/shadow_device.py)")
     paired = int(shadow.get("paired_frames", 0))
     if paired == 0:
         _check(checks, "missing shadow logs", "paired frames", 0, "> 0", False,

@@ -6,9 +6,10 @@ entry that was ever current, oldest first, the current one last. Pointer and his
 written in one atomic write (a temp file and rename locally, a single PUT on S3), so a reader never
 sees a pointer without its history or the other way round.
 
-Before the first promotion there is no pointer file: production is the model Stage B selected
-(`models/selected_model.json`), and the first promotion records it as the first history entry, so a
-rollback can return to it.
+Before the first promotion there is no pointer file: production is the off-the-shelf model Stage A
+measured (what the line runs until a fine-tuned model passes its launch gate), and the first
+promotion (v0's launch, or a monthly candidate when Stage B was skipped) records it as the first
+history entry, so a rollback can return to it.
 
 * `promote` is idempotent: promoting the version that is already production changes nothing, and a
   retried run (same root run id) does not write twice.
@@ -33,6 +34,8 @@ from pipeline.versioning import is_version, latest_version, next_version, weight
 PRODUCTION_KEY = "registry/production.json"
 VERSIONS_PREFIX = "registry/versions/"
 SELECTED_MODEL_KEY = "models/selected_model.json"
+STAGE_A_REPORT_KEY = "reports/stage_a/stage_a_report.json"
+OFF_SHELF = "off-shelf"
 MAX_AGE_DAYS = 35
 ENTRY_FIELDS = ("version", "model", "weights_key", "weights_sha256", "engine_key", "engine_sha256", "imgsz",
                 "model_created_at", "action", "at", "why", "run_id", "previous", "rolled_back_from", "sequence")
@@ -66,22 +69,31 @@ def read_pointer(store) -> dict | None:
 
 
 def bootstrap_entry(store) -> dict | None:
-    """Production before any promotion: the model Stage B selected (v0, or the off-the-shelf weights)."""
+    """Production before any promotion: the off-the-shelf model, which runs on the line until a
+    fine-tuned model passes its launch gate (v0 in shadow beside it, then `v0_launch`). Its weights
+    are the ones Stage A measured (its report records them); when the gate said skip, Stage B
+    selected them too."""
     if not store.exists(SELECTED_MODEL_KEY):
         return None
     selected = json.loads(store.read_bytes(SELECTED_MODEL_KEY))
-    key = selected.get("key")
-    info = store.stat(key) if key else None
-    engine = f"{key.rsplit('.', 1)[0]}.engine" if key else None
-    engine_sha = None
-    if engine and store.exists(engine):
-        engine_sha = sha256_bytes(store.read_bytes(engine))
-    return {"version": selected.get("version") or "off-shelf", "model": selected.get("model"),
-            "weights_key": key, "weights_path": selected.get("path"), "weights_sha256": selected.get("sha256"),
-            "engine_key": engine if engine_sha else None, "engine_sha256": engine_sha,
+    base = {}
+    if store.exists(STAGE_A_REPORT_KEY):
+        base = json.loads(store.read_bytes(STAGE_A_REPORT_KEY)).get("weights") or {}
+    elif selected.get("version") != OFF_SHELF:
+        raise RegistryError(STAGE_A_REPORT_KEY, "weights", None, "run stage_a_baseline: it records the off-the-shelf "
+                            "weights that stay in production until v0 passes its launch gate",
+                            problem="no record of the off-the-shelf model")
+    info = store.stat(STAGE_A_REPORT_KEY) if store.exists(STAGE_A_REPORT_KEY) else None
+    untrained = " (the untrained stand-in: no pretrained weights here)" if base.get("untrained") else ""
+    why = (f"the off-the-shelf model{untrained}: Stage B selected it ({selected.get('why', '')})"
+           if selected.get("version") == OFF_SHELF else
+           f"the off-the-shelf model{untrained} runs on the line until {selected.get('version')} passes its launch "
+           "gate (shadow beside it, then v0_launch)")
+    return {"version": OFF_SHELF, "model": OFF_SHELF, "weights_key": base.get("key"),
+            "weights_path": base.get("path") or selected.get("path"),
+            "weights_sha256": base.get("sha256") or selected.get("sha256"), "engine_key": None, "engine_sha256": None,
             "imgsz": selected.get("imgsz"), "model_created_at": _iso(info.last_modified) if info else None,
-            "action": "bootstrap", "at": _iso(info.last_modified) if info else None,
-            "why": f"selected by Stage B ({selected.get('why', '')}); no promotion yet", "run_id": None,
+            "action": "bootstrap", "at": _iso(info.last_modified) if info else None, "why": why, "run_id": None,
             "previous": None, "rolled_back_from": None, "sequence": 0}
 
 

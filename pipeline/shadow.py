@@ -92,6 +92,30 @@ def read_log_file(name: str, data: bytes) -> pd.DataFrame:
     return validate_logs(table, name)
 
 
+SIMULATED, DEVICE = "simulated", "device"
+
+
+def logs_source(files: list[str], logs: pd.DataFrame) -> str:
+    """Where a set of shadow logs came from: "device" only when every row was written on the device.
+    A simulated file or row anywhere makes the whole set "simulated" (never mixed into a device claim)."""
+    if not files:
+        return "none"
+    if any(f.endswith(SIMULATED_FILE) for f in files):
+        return SIMULATED
+    if "source" in logs.columns and (logs["source"].fillna(DEVICE).astype(str) != DEVICE).any():
+        return SIMULATED
+    return DEVICE
+
+
+def load_logs(list_keys, read_bytes, prefix: str) -> tuple[pd.DataFrame, list[str], str]:
+    """Every log file under `prefix` (validated), the files read, and their source ("device",
+    "simulated" or "none"). `list_keys(prefix)` yields keys, `read_bytes(key)` returns bytes."""
+    files = sorted(k for k in list_keys(prefix) if k.endswith((".parquet", ".jsonl", ".json")))
+    tables = [read_log_file(k, read_bytes(k)) for k in files]
+    logs = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LOG_COLUMNS)
+    return logs, files, logs_source(files, logs)
+
+
 def to_parquet_bytes(table: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     table.to_parquet(buffer, index=False)

@@ -19,11 +19,12 @@ UNTRAINED_WARNING = "baseline is untrained: not a Stage A measurement"
 @dataclass(frozen=True)
 class ResolvedWeights:
     source: str  # what configuration asked for
-    path: str  # what is loaded (a .pt file, or an architecture .yaml when untrained)
+    path: str  # what is loaded (a local .pt file, or an architecture .yaml when untrained and not stored)
     sha256: str | None
     official_coco: bool
     untrained: bool
     note: str
+    key: str | None = None  # where the weights live in the store (the untrained stand-in), else None
 
     def to_metadata(self) -> dict:
         return asdict(self)
@@ -134,3 +135,43 @@ def fetch_weights(store, key: str, target: Path, *, expected_sha256: str | None 
         Path(target).unlink(missing_ok=True)
         raise
     return Path(target)
+
+
+# --------------------------------------------------------------------------- the untrained stand-in
+#
+# Where no pretrained weights can be had (these machines reach no model hub), the "off-the-shelf"
+# model is the architecture with random weights. It is made once, with a fixed seed, and kept in the
+# store like any produced model, so every later step (evaluation's baseline, the v0 launch's shadow
+# run, a parent in Stage C, the device) uses the very same bytes, checked by sha256.
+
+
+def untrained_key(architecture: str) -> str:
+    return f"models/base/{Path(architecture).stem}_untrained_seed0.pt"
+
+
+def untrained_stand_in(store, cache_dir: Path, resolved: ResolvedWeights, *, seed: int = 0) -> ResolvedWeights:
+    """`resolved` (an untrained fallback) backed by a stored, hashed checkpoint: made once (seeded) and
+    reused from the store afterwards."""
+    from pipeline.offline import ultralytics_yolo
+
+    key = untrained_key(resolved.path)
+    local = Path(cache_dir) / Path(key).name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if not store.exists(key):
+        import torch
+
+        torch.manual_seed(seed)
+        ultralytics_yolo()(resolved.path).save(local)
+        digest = sha256_file(local)
+        _record(store, digest, {"sha256": digest, "first_key": key, "run_id": None,
+                                "producer": f"untrained stand-in for {resolved.source} ({resolved.path}, seed {seed})"})
+        try:
+            store.write_if_absent_or_same(key, local.read_bytes())
+        except Exception:  # another step made its own stand-in first: the stored one is the one everyone uses
+            if not store.exists(key):
+                raise
+    fetch_weights(store, key, local, recorded_by="the untrained stand-in record")
+    digest = sha256_file(local)
+    return ResolvedWeights(resolved.source, str(local), digest, False, True,
+                           f"{resolved.note}; kept in the store as {key} (sha256 {digest[:12]}...) so every step "
+                           "uses the same weights", key=key)

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline.hashing import sha256_file
-from pipeline.weights import OFFICIAL_WEIGHTS, ResolvedWeights, resolve_base_weights
+from pipeline.weights import OFFICIAL_WEIGHTS, ResolvedWeights, resolve_base_weights, untrained_stand_in
 from resources.storage import ArtifactStore
 
 
@@ -30,8 +30,9 @@ class BaseWeights(dg.ConfigurableResource):
         architecture of a training profile, its official `<model>.pt` name."""
         setting = self.setting if model == "yolov8n" else f"{model}.pt"
         candidate = self.model_copy(update={"setting": setting})._fetch(store, Path(cache_dir))
-        return resolve_base_weights(setting, local_candidate=candidate, allowed=self.allowed(),
-                                    allow_untrained=self.allow_untrained, architecture=f"{model}.yaml")
+        resolved = resolve_base_weights(setting, local_candidate=candidate, allowed=self.allowed(),
+                                        allow_untrained=self.allow_untrained, architecture=f"{model}.yaml")
+        return untrained_stand_in(store, Path(cache_dir), resolved) if resolved.untrained else resolved
 
     def _fetch(self, store: ArtifactStore, cache_dir: Path) -> Path | None:
         path = Path(os.path.expanduser(self.setting))
