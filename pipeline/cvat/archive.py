@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from pipeline.cvat.coco import _parse_coco
-from pipeline.cvat.common import _FORMAT_REMEDY, _REEXPORT_SUFFIX, _Parsed
+from pipeline.cvat.common import _FORMAT_REMEDY, _ALTERED_ARCHIVE, _Parsed
 from pipeline.cvat.cvat_xml import _parse_xml
 from pipeline.errors import AnnotationError
 from pipeline.hashing import sha256_bytes
@@ -72,14 +72,14 @@ def _check_members(zf: zipfile.ZipFile, shown: str, limits: ArchiveLimits) -> di
         parts = [p for p in name.split("/") if p not in ("", ".")]
         if (name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\x00" in name):
             raise AnnotationError(shown, "member name", raw, "refusing an archive whose members point outside it; "
-                                  + _REEXPORT_SUFFIX, problem="path traversal in archive")
+                                  + _ALTERED_ARCHIVE, problem="path traversal in archive")
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise AnnotationError(shown, "member type", raw,
-                                  "refusing symbolic links in an export; " + _REEXPORT_SUFFIX,
+                                  "refusing symbolic links in an export; " + _ALTERED_ARCHIVE,
                                   problem="symlink member in archive")
         if info.flag_bits & 0x1:
-            raise AnnotationError(shown, "member flags", raw, "export without a password; " + _REEXPORT_SUFFIX,
+            raise AnnotationError(shown, "member flags", raw, "export without a password; " + _ALTERED_ARCHIVE,
                                   problem="encrypted member in archive")
         total += info.file_size
         if total > limits.max_total_bytes:
@@ -90,13 +90,14 @@ def _check_members(zf: zipfile.ZipFile, shown: str, limits: ArchiveLimits) -> di
                 info.compress_size == 0 or info.file_size / info.compress_size > limits.max_ratio):
             ratio = info.file_size / info.compress_size if info.compress_size else float("inf")
             raise AnnotationError(shown, f"compression ratio of {raw}", round(ratio, 1),
-                                  f"refusing members compressing more than {limits.max_ratio:g}:1 (zip bomb); "
-                                  + _REEXPORT_SUFFIX, problem="suspicious compression ratio")
+                                  f"refusing members compressing more than {limits.max_ratio:g}:1 (zip bomb): import "
+                                  "the zip as downloaded from CVAT; if this one is exactly that, raise "
+                                  "ArchiveLimits.max_ratio", problem="suspicious compression ratio")
         if info.is_dir():
             continue
         key = "/".join(parts)
         if key in files:
-            raise AnnotationError(shown, "member name", raw, _REEXPORT_SUFFIX, problem="duplicate archive member")
+            raise AnnotationError(shown, "member name", raw, _ALTERED_ARCHIVE, problem="duplicate archive member")
         files[key] = info
     return files
 
@@ -121,9 +122,9 @@ def _read_zip(path: Path, parsed: _Parsed, limits: ArchiveLimits) -> None:
                     else:
                         _parse_xml(data, source, subset, parsed)
     except zipfile.BadZipFile as exc:
-        raise AnnotationError(shown, "zip", str(exc), _REEXPORT_SUFFIX, problem="unreadable zip archive") from exc
+        raise AnnotationError(shown, "zip", str(exc), _ALTERED_ARCHIVE, problem="unreadable zip archive") from exc
     except (RuntimeError, NotImplementedError, zlib.error, EOFError) as exc:  # a member it cannot decompress
-        raise AnnotationError(shown, "zip", str(exc), _REEXPORT_SUFFIX, problem="unreadable zip member") from exc
+        raise AnnotationError(shown, "zip", str(exc), _ALTERED_ARCHIVE, problem="unreadable zip member") from exc
 
 
 def _copy_capped(src, dst, limit: int, shown: str, member: str) -> None:
@@ -131,7 +132,7 @@ def _copy_capped(src, dst, limit: int, shown: str, member: str) -> None:
     while chunk := src.read(1 << 20):
         written += len(chunk)
         if written > limit:
-            raise AnnotationError(shown, f"size of {member}", written, _REEXPORT_SUFFIX,
+            raise AnnotationError(shown, f"size of {member}", written, _ALTERED_ARCHIVE,
                                   problem="member larger than its declared size")
         dst.write(chunk)
 

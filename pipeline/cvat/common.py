@@ -9,8 +9,6 @@ import numpy as np
 from pipeline.cvat.mapping import LabelMapping
 from pipeline.errors import AnnotationError
 
-
-
 ACCEPTED_FORMATS = (
     "CVAT 'COCO 1.0' (zip with annotations/instances_<subset>.json, or that .json alone)",
     "CVAT 'CVAT for images 1.1' (zip with annotations.xml, or that .xml alone)",
@@ -18,8 +16,13 @@ ACCEPTED_FORMATS = (
 )
 _FORMAT_REMEDY = ("export the task from CVAT (Actions > Export task dataset) as one of: "
                   + "; ".join(ACCEPTED_FORMATS))
-_REEXPORT = "re-export the task from CVAT and import the file as downloaded, without editing it"
-_REEXPORT_SUFFIX = "download the export from CVAT again and import that file unchanged"
+# Remedies for files that are not as CVAT writes them. They say so, because telling an operator to export again a
+# file CVAT did write is no help: an export as CVAT wrote it, in a layout we do not read, gets an error naming
+# that layout instead (see cvat_xml.py and matching.py).
+_ALTERED = ("CVAT never writes this, so the file was edited or damaged after it was downloaded: import the export "
+            "exactly as CVAT wrote it (download it from CVAT again if this copy is damaged)")
+_ALTERED_ARCHIVE = ("CVAT never writes such an archive, so it was altered or damaged after it was downloaded: import "
+                    "the zip exactly as downloaded from CVAT (download it again if this copy is damaged)")
 
 BOX_COLUMNS = [
     "export_file", "export_sha256", "annotator", "task", "image_id", "file_name", "frame_key", "width", "height",
@@ -67,6 +70,7 @@ class _Parsed:
         self.video_source: str | None = None
         self.video_frames: tuple[int, int, int] | None = None
         self.video_size: tuple[int, int] | None = None
+        self.video_size_field = "meta/task/original_size"  # where the export states that size
         self.video_matched: str | None = None  # our video_id, set by the manifest resolution
 
     def set_format(self, fmt: str, source: str) -> None:
@@ -86,13 +90,13 @@ class _Parsed:
 
 def _size(value: Any, source: str, where: str) -> int:
     if value is None:
-        raise AnnotationError(source, where, value, _REEXPORT + "; CVAT writes every image's size",
+        raise AnnotationError(source, where, value, _ALTERED + "; CVAT writes every image's size",
                               problem="image width/height missing")
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
     if not (math.isfinite(number) and number > 0 and number == int(number)):
-        raise AnnotationError(source, where, value, _REEXPORT + "; image sizes are positive whole pixels",
+        raise AnnotationError(source, where, value, _ALTERED + "; image sizes are positive whole pixels",
                               problem="image width/height missing or not positive")
     return int(number)

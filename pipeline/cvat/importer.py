@@ -109,22 +109,22 @@ def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, 
     ignored: dict[str, int] = {}
     if len(b_img):
         uniq, inverse = np.unique(labels.astype(str), return_inverse=True)
+        unmapped: list[tuple[str, int, int]] = []  # (label, boxes, first box)
         for u, label in enumerate(uniq.tolist()):
             members = inverse == u
             try:
                 resolved = p.mapping.resolve(label)
             except KeyError:
-                first = int(np.flatnonzero(members)[0])
-                raise AnnotationError(p.img_src[b_img[first]], "label of " + _describe(p, first)[0].removesuffix(".bbox"),
-                                      label,
-                                      f"add it to LabelMapping.mapping or .ignore; allowed labels: "
-                                      f"{p.mapping.allowed()}", problem="unmapped label") from None
+                unmapped.append((label, int(members.sum()), int(np.flatnonzero(members)[0])))
+                continue
             if resolved is None:
                 keep[members] = False
                 ignored[label] = int(members.sum())
             else:
                 class_name[members] = resolved[0]
                 class_id[members] = resolved[1]
+        if unmapped:
+            _unmapped_labels(p, b_img, unmapped)
     n_ignored = np.bincount(b_img[~keep], minlength=n_img) if n_img else np.zeros(0, np.int64)
 
     idx = np.flatnonzero(keep)
@@ -238,6 +238,19 @@ def _finalize(p: _Parsed, *, export_file: str, export_sha: str, annotator: str, 
     }
     return ImportResult(table=table, images=images, counts=counts, format=p.format or "", export_file=export_file,
                         export_sha256=export_sha, video_id=p.video_matched, video_source=p.video_source)
+
+
+def _unmapped_labels(p: _Parsed, b_img: np.ndarray, unmapped: list[tuple[str, int, int]]) -> None:
+    """One error listing every label of the export that is neither mapped nor ignored."""
+    first = min(j for _, _, j in unmapped)
+    detail = "; ".join(f"{label!r}: {n} box{'es' if n != 1 else ''}, first at "
+                       f"{_describe(p, j)[0].removesuffix('.bbox')}" for label, n, j in unmapped)
+    names = [label for label, _, _ in unmapped]
+    raise AnnotationError(p.img_src[b_img[first]], "labels", names,
+                          f"map each of {names} to one of the classes {p.mapping.classes} or ignore it "
+                          "(LabelMapping.mapping / .ignore; for the annotations asset, its run config label_mapping / "
+                          f"ignore_labels), then import again; mapped or ignored now: {p.mapping.allowed()}",
+                          problem=f"unmapped label{'s' if len(names) != 1 else ''} ({len(names)}): {detail}")
 
 
 def _describe(p: _Parsed, j: int) -> tuple[str, Any]:

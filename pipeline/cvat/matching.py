@@ -1,6 +1,8 @@
 """Export images -> our frame keys, through the manifest of the frames we extracted."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -64,37 +66,96 @@ def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str,
             raise PipelineInputError("frame_manifest", "file_name", name, "every file name in the manifest must "
                                      f"stand for one frame (here {named[name]!r} and {key!r})",
                                      problem="ambiguous manifest entry")
-    remedy = ("import the export against the manifest of the task package that was sent to CVAT for this task "
-              "(the export's images must be that package's images, unrenamed)")
-    out: list[str] = []
-    if p.format == "cvat_video" and "source_frame" in manifest.columns and manifest["source_frame"].notna().any():
+    has_frames = "source_frame" in manifest.columns and bool(manifest["source_frame"].notna().any())
+    if p.format == "cvat_video" and has_frames:
         return _resolve_video(p, manifest, video, shown)
-    else:
-        exact = named
-        base: dict[str, str | None] = {}
-        stems: dict[str, str | None] = {}
-        for name, key in named.items():
-            b = _basename(name)
-            base[b] = key if base.get(b, key) == key else None    # None: two frames share the name
-            s = _stem(b)
-            stems[s] = key if stems.get(s, key) == key else None
-        video = p.format == "cvat_video"
-        for i, name in enumerate(p.img_file):
-            n = _norm_name(name)
-            k = exact.get(n)
-            if k is None:
-                k = base.get(_basename(n))
-            if k is None and video:  # video frames have no extension: frame_000010
-                k = stems.get(_basename(n))
-            if k is None:
-                ambiguous = _basename(n) in base
-                raise AnnotationError(p.img_src[i], "images.file_name", name, remedy,
-                                      problem="export image matches several manifest frames" if ambiguous
-                                      else "export image matches no frame in the task manifest")
-            out.append(k)
-    return out, len(set(keys_col) - set(out))
+    numbers = _video_frame_numbers(p.img_file)
+    if numbers is not None and video is not None and has_frames:  # filed under video-<id>/: by frame number
+        return _resolve_video_images(p, manifest, video, shown, numbers)
+    out, failed = _match_names(p, named)
+    if failed is None:
+        return out, len(set(keys_col) - set(out))
+    if numbers is not None and has_frames:
+        # 'COCO 1.0' / 'CVAT for images 1.1' export of a CVAT video task: its images are the video's frames,
+        # named by frame number, not our package's images
+        return _resolve_video_images(p, manifest, video, shown, numbers)
+    i, ambiguous = failed
+    if numbers is not None and not ambiguous and not out:  # nothing matched by name: a video task's frames
+        raise AnnotationError(p.img_src[i], "images.file_name", p.img_file[i],
+                              "pass a frame manifest with the source_frame (and video_id) columns: the annotations "
+                              "asset does (assets/labels.py export_manifest)",
+                              problem="export of a CVAT video task (frames named frame_<number>) but the manifest "
+                                      "has no frame numbers to match them by")
+    raise AnnotationError(p.img_src[i], "images.file_name", p.img_file[i],
+                          "import the export against the manifest of the task package that was sent to CVAT for "
+                          "this task (the export's images must be that package's images, unrenamed)",
+                          problem="export image matches several manifest frames" if ambiguous
+                          else "export image matches no frame in the task manifest")
 
 
+# A frame of a CVAT video task, as CVAT names it in every export format: frame_<absolute frame number, 6+ digits>,
+# with the frame's extension in COCO (frame_000024.png) and none in XML, under a folder or not (images/, frames/,
+# a subset); the number is the frame's rank in presentation order, which is our frame_index
+_VIDEO_FRAME = re.compile(r"(?:.*/)?frame_(\d{6,})(?:\.[A-Za-z0-9]{1,5})?")
+
+
+def _video_frame_numbers(names: list[str]) -> list[int] | None:
+    """Frame numbers when every image is named as CVAT names a video task's frames, else None."""
+    out = []
+    for name in names:
+        m = _VIDEO_FRAME.fullmatch(_norm_name(name))
+        if m is None:
+            return None
+        out.append(int(m.group(1)))
+    return out or None
+
+
+def _match_names(p: _Parsed, named: dict[str, str]) -> tuple[list[str], tuple[int, bool] | None]:
+    """Frame keys by image name (exact, then base name, then stem for XML video frames); on the first image that
+    matches no single frame: (keys so far, (its index, whether its name matched several frames))."""
+    base: dict[str, str | None] = {}
+    stems: dict[str, str | None] = {}
+    for name, key in named.items():
+        b = _basename(name)
+        base[b] = key if base.get(b, key) == key else None    # None: two frames share the name
+        s = _stem(b)
+        stems[s] = key if stems.get(s, key) == key else None
+    video = p.format == "cvat_video"
+    out: list[str] = []
+    for i, name in enumerate(p.img_file):
+        n = _norm_name(name)
+        k = named.get(n)
+        if k is None:
+            k = base.get(_basename(n))
+        if k is None and video:  # video frames have no extension: frame_000010
+            k = stems.get(_basename(n))
+        if k is None:
+            return out, (i, _basename(n) in base)
+        out.append(k)
+    return out, None
+
+
+def _resolve_video_images(p: _Parsed, manifest: pd.DataFrame, video: str | None, shown: str,
+                          numbers: list[int]) -> tuple[list[str], int]:
+    """An image-format export of a video task: matched like a video export, by frame number within one video."""
+    p.img_frame[:] = numbers
+    sizes = sorted(set(zip(p.img_w, p.img_h)))
+    if len(sizes) > 1:
+        i = next(j for j, wh in enumerate(zip(p.img_w, p.img_h)) if wh != (p.img_w[0], p.img_h[0]))
+        raise AnnotationError(p.img_src[i], "images.width/height", [f"{w}x{h}" for w, h in sizes[:4]],
+                              "an export whose images are named frame_<number> is matched as the frames of one "
+                              "video, and one video has one frame size: import the export exactly as CVAT wrote it",
+                              problem="frames of one video task with different sizes")
+    p.video_size = sizes[0] if sizes else None
+    p.video_size_field = "images.width/height"
+    if numbers:
+        diffs = np.diff(np.unique(np.asarray(numbers, dtype=np.int64)))
+        step = int(np.gcd.reduce(diffs)) if diffs.size else 1
+        p.video_frames = (min(numbers), max(numbers), step)
+    return _resolve_video(p, manifest, video, shown)
+
+
+_FORMAT_NAMES = {"coco": "COCO 1.0", "cvat_images": "CVAT for images 1.1", "cvat_video": "CVAT for video 1.1"}
 _VIDEO_REMEDY = ("file the export under annotations/incoming/video-<video_id>/<annotator>/ (read_export(video=...)) "
                  "so it names the video the CVAT task was made from")
 
@@ -129,8 +190,14 @@ def _pick_video(p: _Parsed, rows: pd.DataFrame, video: str | None, src: str) -> 
     if len(known) == 1 and not source:
         return known[0]
     if not source:
-        raise AnnotationError(src, "meta/source", None, "the export does not name its video file; " + _VIDEO_REMEDY,
-                              problem="cannot tell which of our videos this video task was made from")
+        if p.format == "cvat_video":
+            field, what = "meta/source", ("this 'CVAT for video 1.1' export names no video file (CVAT writes none in "
+                                          "a job-level export)")
+        else:
+            field, what = "video", (f"this {_FORMAT_NAMES.get(p.format, p.format)!r} export of a video task names "
+                                    "its frames (frame_<number>) but never the video")
+        raise AnnotationError(src, field, None, f"{what}: " + _VIDEO_REMEDY, problem="cannot tell which of our "
+                              f"videos this video task was made from (frames of {len(known)} videos extracted)")
     owners = files.get(source, set())
     if len(owners) == 1:
         return next(iter(owners))
@@ -155,7 +222,7 @@ def _resolve_video(p: _Parsed, manifest: pd.DataFrame, video: str | None, shown:
         sizes = set(zip(rows["width"].astype(int), rows["height"].astype(int)))
         if p.video_size not in sizes:
             w, h = p.video_size
-            raise AnnotationError(src, "meta/task/original_size", f"{w}x{h}", f"our frames of {named} are "
+            raise AnnotationError(src, p.video_size_field, f"{w}x{h}", f"our frames of {named} are "
                                   + ", ".join(f"{a}x{b}" for a, b in sorted(sizes)) + "; the task was made from "
                                   "another (or a resized) video: " + _VIDEO_REMEDY + ", with the video as stored",
                                   problem="frame size differs from our frames of the video")
