@@ -6,12 +6,16 @@ Accepted exports (the format is detected from the content, not the file name):
   the bare ``instances_*.json``, or an unpacked export directory;
 * CVAT for images 1.1: ``annotations.xml`` (bare, in a zip or in a directory) with ``<image>`` elements;
 * CVAT for video 1.1: ``annotations.xml`` with ``<track>`` elements; frame numbers are absolute video
-  frames ``start_frame + k * step`` and boxes are interpolated between keyframes as CVAT does.
+  frames ``start_frame + k * step`` and boxes are interpolated between keyframes as CVAT does; task-level
+  (``<meta><task>``) and job-level (``<meta><job>``) exports, ``original_size`` inside the task/job element or
+  directly under ``<meta>`` (cvat_xml.py lists the layouts and the ones refused, with their reasons).
 
-A video export is matched to our frames by frame number, within one of our videos: the ``video`` argument
+A video export, and a COCO or CVAT-for-images export of a video task (its images named ``frame_<number>``),
+is matched to our frames by frame number, within one of our videos: the ``video`` argument
 names it (the annotations asset takes it from the task folder ``annotations/incoming/video-<video_id>/``),
 else the export's ``<meta><source>`` (the file name CVAT recorded when the video was uploaded) must be the
-``video_file`` of exactly one video in the frame manifest. Every frame of the task must be a frame we
+``video_file`` of exactly one video in the frame manifest, else the manifest must hold one video (job-level
+and COCO exports name none). Every frame of the task must be a frame we
 extracted from that video (so the task's start frame and frame step must line up with our extraction), and
 the export's frame size must be that of our frames; anything else is an error naming what to change.
 
