@@ -204,7 +204,7 @@ def render(summary: dict, seconds: float, pytest_tail: str) -> str:
         "",
         "## Bugs found and fixed",
         "",
-        "- `pipeline/cvat.py` `_read_zip`: a zip member with damaged compressed data raised a bare "
+        "- `pipeline/cvat/archive.py` `_read_zip`: a zip member with damaged compressed data raised a bare "
         "`zlib.error: Error -3 while decompressing data` (no file, no remedy) out of `read_export`, failing the "
         "`annotations` run with an unexplained error. Now caught with `EOFError` beside the existing "
         "`RuntimeError`/`NotImplementedError` and reported as `unreadable zip member` naming the export "

@@ -1,4 +1,4 @@
-"""CVAT export import (pipeline/cvat.py) against real CVAT exports and hostile / broken variants of them.
+"""CVAT export import (pipeline/cvat/) against real CVAT exports and hostile / broken variants of them.
 
 The real exports live in ../shared/fixtures (never copied into this repository); tests that need one are
 skipped, with the reason shown, where that folder is absent. Broken exports are built in tmp_path by
@@ -36,7 +36,7 @@ IMAGES_PROJECT = ("cvat_datumaro_fixtures/openvinotoolkit_datumaro/cvat_dataset/
 COCO_INSTANCES = "cvat_datumaro_fixtures/openvinotoolkit_datumaro/coco_instances"
 DATUMARO_JSON = "cvat_datumaro_fixtures/cvat-ai_datumaro/datumaro_dataset_diverse/annotations/default.json"
 
-# Expected counts, counted independently of pipeline/cvat.py:
+# Expected counts, counted independently of pipeline/cvat/:
 # tennis: python -c "import json; d=json.load(open(TENNIS)); print(len(d['images']), len(d['annotations']),
 #   d['categories'], {a['image_id'] for a in d['annotations']} == {i['id'] for i in d['images']},
 #   collections.Counter(a['attributes']['track_id'] for a in d['annotations']))"

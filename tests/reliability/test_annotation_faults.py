@@ -1,4 +1,4 @@
-"""Annotation faults: every validation case of pipeline/cvat.py on exports built here from a valid
+"""Annotation faults: every validation case of pipeline/cvat/ on exports built here from a valid
 COCO/CVAT document, plus hostile archives. Each is refused with an error naming the file (and member),
 the field, the value and a remedy; the export bytes are never changed and nothing is extracted."""
 from __future__ import annotations
