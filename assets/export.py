@@ -11,7 +11,7 @@ import pandas as pd
 
 from assets.common import read_parquet
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, split_key
-from pipeline import keys
+from pipeline import keys, registry
 from pipeline.calibration import (DEFAULT_FRAMES, CalibrationError, CalibrationSet, require_int8_calibration,
                                   select_calibration_frames, write_calibration_package)
 from pipeline.engine_validation import DEFAULT_DELTA, compare_engine, predictions_table
@@ -399,6 +399,13 @@ def engine_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
             h.get("mode") == "shadow" and h.get("engine_sha256") == sha for h in history):
         return _not_deployed(context, config.mode, f"engine {sha} has not run in shadow mode yet; deploy it with "
                              "mode=shadow first (or set require_shadow_before_production=false)", engine_sha256=sha)
+    selected = _selected(store)
+    launched = registry.read_pointer(store)  # v0 reaches production only through its launch gate (v0_launch)
+    if config.mode == "production" and selected.get("version") != registry.OFF_SHELF and \
+            (launched or {}).get("weights_sha256") != selected.get("sha256"):
+        return _not_deployed(context, config.mode, f"{selected.get('version')} has not passed its launch gate: run "
+                             "launch_job (v0_shadow_report from the device's shadow logs, then v0_launch), which puts "
+                             "it in production when every check passes", engine_sha256=sha)
     engine_key = _engine_key(name)
     with tempfile.TemporaryDirectory(prefix="lbzf-deploy-") as tmp:
         engine_local = Path(tmp) / f"{name}.engine"

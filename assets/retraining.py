@@ -12,6 +12,7 @@ and reports carry the candidate's version (v0.1, v0.2, ...); see docs/retraining
 import json
 import os
 import tempfile
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.jobs import production_freshness_job, retraining_resume_job
 from pipeline.paired import paired_difference
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide
-from pipeline.shadow import SIMULATED_FILE, logs_prefix, read_log_file, shadow_report as make_shadow_report, \
-    simulate_logs, to_parquet_bytes
+from pipeline.shadow import SIMULATED_FILE, check_simulation_allowed, load_logs, logs_prefix, \
+    shadow_report as make_shadow_report, shadow_words, simulate_logs, simulated_warning, to_parquet_bytes
+from resources.shadow_policy import ShadowPolicy
 from pipeline.split import split_csv
 from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
                                  dataset_name, dataset_prefix, engine_key, is_version, model_name, model_prefix,
@@ -174,21 +176,7 @@ def candidate_split(base: pd.DataFrame, hard: pd.DataFrame) -> pd.DataFrame:
 
 
 def _production_weights(store: ArtifactStore, entry: dict, folder: Path) -> Path:
-    if entry.get("weights_key"):
-        target = folder / Path(entry["weights_key"]).name
-        store.download_file(entry["weights_key"], target)
-    elif entry.get("weights_path") and Path(entry["weights_path"]).is_file():
-        target = Path(entry["weights_path"])
-    else:
-        raise registry.RegistryError(registry.PRODUCTION_KEY, "weights", entry.get("version"),
-                                     "give production real weights (LBZF_BASE_WEIGHTS, or run Stage B) before "
-                                     "retraining from it", problem="production model has no weights file")
-    if entry.get("weights_sha256") and sha256_file(target) != entry["weights_sha256"]:
-        raise registry.RegistryError(str(target), "weights_sha256", sha256_file(target),
-                                     "restore the production weights recorded in registry/production.json",
-                                     problem="production weights differ from the pointer")
-    check_weights(store, target, source=store.uri(entry["weights_key"]) if entry.get("weights_key") else None)
-    return target
+    return registry.fetch_entry_weights(store, entry, folder)
 
 
 def _candidate_weights(store: ArtifactStore, card: dict, target: Path) -> Path:
@@ -478,7 +466,7 @@ def _engine_files(store: ArtifactStore, engine_builder: EngineBuilder, card: dic
 
 @dg.asset(partitions_def=monthly_partitions, deps=[candidate_comparison], group_name="retraining", kinds={"json"})
 def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store: ArtifactStore,
-                  engine_builder: EngineBuilder) -> dg.MaterializeResult:
+                  engine_builder: EngineBuilder, shadow_policy: ShadowPolicy) -> dg.MaterializeResult:
     """The candidate beside production on the same frames: per-camera agreement, detection-rate and
     confidence differences, latency, and the period covered. Reads the logs the Jetson uploads under
     shadow/<version>/logs/; with simulate: true, replays held-out buffer frames through both models
@@ -488,6 +476,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     production = month_parent(store, month)
     version = card["version"]
     prefix = logs_prefix(version)
+    check_simulation_allowed(config.simulate, shadow_policy.allow_simulated, "shadow_report")
     deployment = _deploy_candidate_to_shadow(context, store, engine_builder, card)
     files = [i.key for i in store.list_keys(prefix) if i.key.endswith((".parquet", ".jsonl", ".json"))]
     device_files = [k for k in files if not k.endswith(SIMULATED_FILE)]
@@ -515,15 +504,13 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
         simulated = {"simulated_frames": len(frames), "simulated_period_h": config.simulated_period_h,
                      "simulated_start": start.isoformat()}
         files = [prefix + SIMULATED_FILE]
-    tables = [read_log_file(k, store.read_bytes(k)) for k in files]
-    logs = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
-        columns=["timestamp", "camera", "model_version", "boxes", "confidences", "latency_ms"])
+    logs, files, source = load_logs(lambda p: (i.key for i in store.list_keys(p)), store.read_bytes, prefix)
     report = make_shadow_report(logs, candidate=version, production=str(production["version"]), conf=config.conf,
                                 iou_threshold=config.iou_threshold) if len(logs) else {
         "candidate_version": version, "production_version": production["version"], "rows_candidate": 0,
         "rows_production": 0, "paired_frames": 0, "period_h": 0.0, "per_camera": [], "overall": None}
-    report.update({"logs_prefix": prefix, "log_files": files, "source": "simulated" if simulated else
-                   ("device" if files else "none"), "deployment": deployment, **simulated})
+    report.update({"logs_prefix": prefix, "log_files": files, "source": source, "deployment": deployment,
+                   **simulated})
     key = f"{model_prefix(version)}shadow_report_{version}.json"
     digest = _write_json(store, key, report)
     per_camera = pd.DataFrame(report["per_camera"])
@@ -536,7 +523,8 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
                                                                   f"{report.get('period_end')}",
         "per_camera": md_table(per_camera.round(3) if len(per_camera) else per_camera),
         "overall": dg.MetadataValue.json(report.get("overall") or {}),
-        "shadow_deployment": dg.MetadataValue.json(deployment), "uri": store.uri(key), "sha256": digest})
+        "shadow_deployment": dg.MetadataValue.json(deployment), "uri": store.uri(key), "sha256": digest,
+        **simulated_warning(source)})
 
 
 # --------------------------------------------------------------------------- production_model (the gate)
@@ -595,7 +583,7 @@ def _checks_table(checks: list[dict]) -> dg.MetadataValue:
 @dg.asset(partitions_def=monthly_partitions, deps=[shadow_report], group_name="retraining", kinds={"json"},
           pool="registry")
 def production_model(context: dg.AssetExecutionContext, config: PromotionConfig, store: ArtifactStore,
-                     engine_builder: EngineBuilder) -> dg.MaterializeResult:
+                     engine_builder: EngineBuilder, shadow_policy: ShadowPolicy) -> dg.MaterializeResult:
     """The promotion gate: the month's candidate becomes production (registry/production.json, and the
     Jetson's production slot) only when the comparison and the shadow run pass and the shadow period
     was long enough. Otherwise production is unchanged and every reason is listed."""
@@ -607,7 +595,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     shadow_key = f"{model_prefix(version)}shadow_report_{version}.json"
     comparison = _json(store, comparison_key) if store.exists(comparison_key) else None
     shadow = _json(store, shadow_key) if store.exists(shadow_key) else None
-    thresholds = config.thresholds()
+    thresholds = replace(config.thresholds(), allow_simulated_shadow=shadow_policy.allow_simulated)
     decision = decide(comparison, shadow, thresholds, rolled_back_entry=registry.rolled_back(store, version),
                       candidate=version, production=str((before or {}).get("version")))
     deployment, changed = {}, False
@@ -615,7 +603,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
         outcome, why = "already production", f"{version} is already production (since {before.get('at')})"
     elif decision.promote:
         why = (f"monthly cycle {month}: all {len(decision.checks)} checks passed (comparison on frozen test, "
-               f"deployment test and held-out hard examples; {shadow.get('period_h', 0):.1f} h of shadow logs)")
+               f"deployment test and held-out hard examples; {shadow_words(shadow)})")
         deployment = _deploy_production_engine(context, store, engine_builder, card)
         pointer, changed = registry.promote(store, card, why=why, run_id=_run_id(context))
         outcome = "promoted" if changed else "already production"
@@ -633,7 +621,8 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
                 "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or
                                                "- none: every check passed"),
                 "checks": _checks_table(decision.checks), "thresholds": dg.MetadataValue.json(thresholds.to_dict()),
-                "current_model_version": registry.current_model_version(store)}
+                "current_model_version": registry.current_model_version(store),
+                **simulated_warning((shadow or {}).get("source", "none"))}
     if deployment:
         metadata["device_deployment"] = dg.MetadataValue.json(deployment)
     if store.exists(registry.PRODUCTION_KEY):

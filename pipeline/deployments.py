@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineInputError
 from resources.base_weights import BaseWeights
+from resources.shadow_policy import ShadowPolicy
 from resources.engine_builder import JetsonSSHEngineBuilder, LocalTensorRTEngineBuilder, UnavailableEngineBuilder
 from resources.storage import LocalArtifactStore, S3ArtifactStore
 from resources.trainer import InProcessTrainer, PipesSubprocessTrainer
@@ -83,6 +84,7 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
             "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "")),
             "base_weights": _base_weights(env, allow_untrained_default=True),
             "buffer_sensor_settings": _buffer_sensor_settings(env),
+            "shadow_policy": ShadowPolicy(allow_simulated=True),
         }
     if deployment == "prod":
         return {
@@ -101,6 +103,7 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
             "trainer": PipesSubprocessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0")),
             "base_weights": _base_weights(env, allow_untrained_default=False),
             "buffer_sensor_settings": _buffer_sensor_settings(env),
+            "shadow_policy": ShadowPolicy(allow_simulated=False),  # production accepts only the device's logs
         }
     raise PipelineInputError("environment", "DAGSTER_DEPLOYMENT", deployment, f"use one of {DEPLOYMENTS}",
                              problem="unknown deployment")

@@ -18,6 +18,15 @@ buffer_frames_job = dg.define_asset_job("buffer_frames_job", selection=dg.AssetS
                                         description="Frames of one buffer clip, 1 every 30 s.")
 annotations_job = dg.define_asset_job("annotations_job", selection=dg.AssetSelection.assets("annotations"),
                                       description="Import CVAT exports (with the agreement check).")
+stage_a_job = dg.define_asset_job(
+    "stage_a_job", selection=dg.AssetSelection.assets("video_manifest", "stage_a_sample", "annotations",
+                                                      "stage_a_baseline"),
+    description="The plan's first wave: the Stage A sample, its labels, the off-the-shelf measurement and the gate "
+                "(no split needed; the Stage B frames are labelled only if the gate asks).")
+launch_job = dg.define_asset_job(
+    "launch_job", selection=dg.AssetSelection.assets("v0_shadow_report", "v0_launch"),
+    description="v0's launch: its shadow report beside the off-the-shelf model (from the device's logs) and the "
+                "promotion gate; v0 reaches production only when it passes.")
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.assets("video_manifest", "plant_photo_frames", "stage_a_sample", "annotations",

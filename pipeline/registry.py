@@ -129,6 +129,31 @@ def rolled_back(store_or_pointer, version: str) -> dict | None:
     return found[-1] if found else None
 
 
+def fetch_entry_weights(store, entry: dict, folder) -> "Path":
+    """A checked local copy of a registry entry's weights (production, a history entry, the bootstrap)."""
+    from pathlib import Path
+
+    from pipeline.hashing import sha256_file
+    from pipeline.weights import check_weights
+
+    if entry.get("weights_key"):
+        target = Path(folder) / Path(entry["weights_key"]).name
+        store.download_file(entry["weights_key"], target)
+        source = store.uri(entry["weights_key"])
+    elif entry.get("weights_path") and Path(entry["weights_path"]).is_file():
+        target, source = Path(entry["weights_path"]), None
+    else:
+        raise RegistryError(PRODUCTION_KEY, "weights", entry.get("version"),
+                            "give production real weights (LBZF_BASE_WEIGHTS, or run Stage B and launch v0) before "
+                            "retraining or comparing against it", problem="production model has no weights file")
+    if entry.get("weights_sha256") and sha256_file(target) != entry["weights_sha256"]:
+        raise RegistryError(str(target), "weights_sha256", sha256_file(target),
+                            "restore the production weights recorded in registry/production.json",
+                            problem="production weights differ from the pointer")
+    check_weights(store, target, source=source)
+    return target
+
+
 # --------------------------------------------------------------------------- writing
 
 

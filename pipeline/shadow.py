@@ -107,6 +107,32 @@ def logs_source(files: list[str], logs: pd.DataFrame) -> str:
     return DEVICE
 
 
+SIMULATED_WARNING = "SIMULATED shadow run: replayed on this machine, not logged by the device"
+
+
+def check_simulation_allowed(simulate: bool, allowed: bool, asset: str) -> None:
+    """Production never simulates a shadow run: its logs must come from the device."""
+    if simulate and not allowed:
+        raise ShadowLogError(f"{asset} config", "simulate", True,
+                             "this deployment accepts only logs the Jetson writes in shadow mode "
+                             "(python -m pipeline.shadow_device on the device, uploaded under shadow/<version>/logs/); "
+                             f"set simulate: false and wait for them", problem="simulated shadow run refused")
+
+
+def shadow_words(shadow: dict | None) -> str:
+    """How a promotion record names its shadow evidence; a simulated run always says so."""
+    shadow = shadow or {}
+    hours = float(shadow.get("period_h") or 0.0)
+    if shadow.get("source") == SIMULATED:
+        return f"{hours:.1f} h of SIMULATED shadow logs (replayed on this machine, not the device)"
+    return f"{hours:.1f} h of device shadow logs"
+
+
+def simulated_warning(source: str) -> dict:
+    """UI metadata that makes a simulated shadow run impossible to miss."""
+    return {"WARNING": SIMULATED_WARNING} if source == SIMULATED else {}
+
+
 def load_logs(list_keys, read_bytes, prefix: str) -> tuple[pd.DataFrame, list[str], str]:
     """Every log file under `prefix` (validated), the files read, and their source ("device",
     "simulated" or "none"). `list_keys(prefix)` yields keys, `read_bytes(key)` returns bytes."""

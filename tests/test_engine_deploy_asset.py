@@ -383,7 +383,16 @@ def test_build_validate_and_deploy_through_dagster(jetson, weights, coco8, tmp_p
     assert meta["previous_path"] == str(shadow) + ".previous" and meta["previous_sha256"] == sha_a
     assert sha256_file(str(shadow) + ".previous") == sha_a
 
-    # 4. Production, now that it ran in shadow.
+    # 4. Production only after v0 passed its launch gate (v0_launch writes the production pointer).
+    gated = dg.materialize([_export_assets()[4]], resources=resources, instance=instance,
+                           run_config={"ops": {"engine_deployment": {"config": {"mode": "production"}}}})
+    refused = _meta(gated, "engine_deployment")
+    assert refused["deployed"] is False and "has not passed its launch gate" in refused["reason"]
+    assert not (remote / "production").exists()
+    selected = json.loads((tmp_path / "store" / "models/selected_model.json").read_text())
+    store.write_bytes("registry/production.json", json.dumps({  # what v0_launch records when its gate passes
+        "version": selected["version"], "weights_sha256": selected["sha256"], "action": "promote",
+        "history": []}).encode())
     promoted = dg.materialize([_export_assets()[4]], resources=resources, instance=instance,
                               run_config={"ops": {"engine_deployment": {"config": {"mode": "production"}}}})
     meta = _meta(promoted, "engine_deployment")

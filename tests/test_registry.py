@@ -43,12 +43,27 @@ def _store(tmp_path) -> LocalArtifactStore:
     return LocalArtifactStore(root=str(tmp_path / "store"))
 
 
-def _seed_v0(store, imgsz: int = 320) -> dict:
+def _seed_selected_v0(store, imgsz: int = 320) -> dict:
+    """What Stage A and Stage B leave: the off-the-shelf weights Stage A measured, and v0 selected."""
+    base = b"off-the-shelf weights " * 100
+    store.write_bytes("models/base/yolov8n.pt", base)
+    store.write_bytes("reports/stage_a/stage_a_report.json", json.dumps({"weights": {
+        "source": "yolov8n.pt", "path": "/nowhere/yolov8n.pt", "key": "models/base/yolov8n.pt",
+        "sha256": sha256_bytes(base), "official_coco": False, "untrained": False, "note": ""}}).encode())
     weights = b"v0 weights " * 100
     store.write_bytes("models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt", weights)
     selected = {"model": "yolov8n_lbzf_v0", "key": "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt",
                 "sha256": sha256_bytes(weights), "why": "gate: fine_tune", "version": "v0", "imgsz": imgsz}
     store.write_bytes("models/selected_model.json", json.dumps(selected).encode())
+    return selected
+
+
+def _seed_v0(store, imgsz: int = 320) -> dict:
+    """v0 selected and launched (its launch gate passed): production is v0."""
+    selected = _seed_selected_v0(store, imgsz)
+    registry.promote(store, {"version": "v0", "model": selected["model"], "weights_key": selected["key"],
+                             "weights_sha256": selected["sha256"], "imgsz": imgsz}, why="launch of v0",
+                     run_id="launch", now=T0 - timedelta(days=30))
     return selected
 
 
@@ -219,14 +234,29 @@ def test_refused_without_a_comparison_and_when_superseded():
 # --------------------------------------------------------------------------- the pointer
 
 
-def test_before_any_promotion_production_is_the_stage_b_selection(tmp_path):
+def test_before_v0_is_launched_production_is_the_off_the_shelf_model(tmp_path):
     store = _store(tmp_path)
     assert registry.current_model_version(store) == "unknown"
-    _seed_v0(store)
-    assert registry.current_model_version(store) == "v0"
+    selected = _seed_selected_v0(store)
+    assert registry.current_model_version(store) == "off-shelf"  # Stage B selecting v0 does not put it on the line
+    entry = registry.production(store)
+    assert entry["weights_key"] == "models/base/yolov8n.pt" and "until v0 passes its launch gate" in entry["why"]
     assert registry.read_pointer(store) is None
     with pytest.raises(registry.RegistryError, match="no previous version to roll back to"):
         registry.rollback(store, why="x", run_id="r0")
+    registry.promote(store, {"version": "v0", "model": selected["model"], "weights_key": selected["key"],
+                             "weights_sha256": selected["sha256"], "imgsz": 320}, why="launch", run_id="l")
+    assert registry.current_model_version(store) == "v0"
+    assert [(e["action"], e["version"]) for e in registry.history(store)] == [("bootstrap", "off-shelf"),
+                                                                             ("promote", "v0")]
+
+
+def test_without_a_stage_a_record_the_off_the_shelf_model_is_unknown_and_says_so(tmp_path):
+    store = _store(tmp_path)
+    _seed_selected_v0(store)
+    store.delete("reports/stage_a/stage_a_report.json")
+    with pytest.raises(registry.RegistryError, match="run stage_a_baseline"):
+        registry.production(store)
 
 
 def test_promotion_writes_pointer_and_history_together_and_is_idempotent(tmp_path):
@@ -239,7 +269,8 @@ def test_promotion_writes_pointer_and_history_together_and_is_idempotent(tmp_pat
     assert on_disk == json.loads(json.dumps(pointer))
     assert on_disk["weights_sha256"] == candidate["weights_sha256"] and on_disk["run_id"] == "run-1"
     assert on_disk["previous"] == "v0" and on_disk["why"] == "monthly cycle 2026-07"
-    assert [(e["action"], e["version"]) for e in on_disk["history"]] == [("bootstrap", "v0"), ("promote", "v0.1")]
+    assert [(e["action"], e["version"]) for e in on_disk["history"]] == [("bootstrap", "off-shelf"), ("promote", "v0"),
+                                                                         ("promote", "v0.1")]
     assert {k: on_disk[k] for k in registry.ENTRY_FIELDS} == {k: on_disk["history"][-1][k]
                                                               for k in registry.ENTRY_FIELDS}
     before = (tmp_path / "store" / "registry/production.json").read_bytes()
@@ -254,9 +285,10 @@ def test_promotion_refuses_weights_that_changed_after_the_candidate_was_recorded
     _seed_v0(store)
     candidate = _candidate(store, "v0.1")
     store.write_bytes(candidate["weights_key"], b"tampered")
+    before = registry.read_pointer(store)
     with pytest.raises(registry.RegistryError, match="weights sha256 is not the recorded"):
         registry.promote(store, candidate, why="x", run_id="r")
-    assert registry.read_pointer(store) is None
+    assert registry.read_pointer(store) == before and registry.current_model_version(store) == "v0"
 
 
 def test_rollback_returns_to_the_previous_version_and_keeps_the_history(tmp_path):
@@ -271,9 +303,12 @@ def test_rollback_returns_to_the_previous_version_and_keeps_the_history(tmp_path
     pointer, _ = registry.rollback(store, why="again", run_id="r4")
     assert pointer["version"] == "v0" and pointer["weights_key"] == "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt"
     assert [(e["action"], e["version"]) for e in pointer["history"]] == [
-        ("bootstrap", "v0"), ("promote", "v0.1"), ("promote", "v0.2"), ("rollback", "v0.1"), ("rollback", "v0")]
+        ("bootstrap", "off-shelf"), ("promote", "v0"), ("promote", "v0.1"), ("promote", "v0.2"),
+        ("rollback", "v0.1"), ("rollback", "v0")]
+    pointer, _ = registry.rollback(store, why="back to the off-the-shelf model", run_id="r5")
+    assert pointer["version"] == "off-shelf" and pointer["weights_key"] == "models/base/yolov8n.pt"
     with pytest.raises(registry.RegistryError, match="no previous version"):
-        registry.rollback(store, why="nothing left", run_id="r5")
+        registry.rollback(store, why="nothing left", run_id="r6")
     # a rolled-back version is not quietly promoted again by a re-run of its month
     entry = registry.rolled_back(store, "v0.2")
     assert entry["why"] == "operator: false alarms on cam2"

@@ -1,0 +1,237 @@
+"""v0's launch: the fine-tuned model runs in shadow beside the off-the-shelf model on the line, and
+reaches production only through the same promotion gate as every monthly candidate.
+
+    evaluation (v0 vs off-the-shelf on the frozen test and deployment test sets)
+      -> v0_shadow_report (device logs under shadow/v0/logs/; the duration comes from them)
+      -> v0_launch (the promotion gate; registry/production.json and the Jetson's production slot)
+"""
+
+import json
+import tempfile
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets.common import load_frame_manifests, md_table
+from pipeline import keys, registry
+from pipeline.hashing import sha256_bytes
+from pipeline.promotion import PromotionThresholds, decide
+from pipeline.shadow import (SIMULATED_FILE, check_simulation_allowed, load_logs, logs_prefix, shadow_report,
+                             shadow_words, simulate_logs, simulated_warning, to_parquet_bytes)
+from pipeline.weights import fetch_weights
+from resources.engine_builder import EngineBuilder
+from resources.shadow_policy import ShadowPolicy
+from resources.storage import ArtifactStore
+
+SELECTED_KEY = registry.SELECTED_MODEL_KEY
+
+
+def _selected(store: ArtifactStore) -> dict:
+    return json.loads(store.read_bytes(SELECTED_KEY))
+
+
+def _report_key(version: str, name: str, kind: str) -> str:
+    return f"{keys.model_prefix(name)}{kind}_{version}.json"
+
+
+def _write_json(store: ArtifactStore, key: str, doc: dict) -> str:
+    data = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
+    store.write_bytes(key, data)
+    return sha256_bytes(data)
+
+
+def _nothing_to_launch(selected: dict) -> dg.MaterializeResult | None:
+    if selected.get("version") == registry.OFF_SHELF:
+        return dg.MaterializeResult(metadata={
+            "status": "nothing to launch: the Stage A gate kept the off-the-shelf model (no Stage B model)"})
+    return None
+
+
+class LaunchShadowConfig(dg.Config):
+    simulate: bool = False  # locally: replay post-install buffer frames through both models (never in prod)
+    simulated_period_h: float = 24.0
+    max_frames: int = 200
+    conf: float = 0.25
+    iou_threshold: float = 0.5
+
+
+def _buffer_frames(store: ArtifactStore, max_frames: int) -> pd.DataFrame:
+    """Post-install camera frames (the rolling buffer), in capture order, evenly thinned to max_frames."""
+    frames = load_frame_manifests(store, "frames/buffer/")
+    if frames.empty:
+        raise registry.RegistryError("frames/buffer/", "frame_key", 0, "materialize buffer_frames for some buffer "
+                                     "clips first (buffer_footage_sensor does it as clips arrive)",
+                                     problem="no camera frames to simulate a shadow run on")
+    parts = frames["frame_key"].str.split("/")
+    frames = frames.assign(camera=parts.str[2], captured_at=pd.to_datetime(
+        parts.str[3] + " " + parts.str[4].str[:6], format="%Y-%m-%d %H%M%S", utc=True) +
+        pd.to_timedelta(frames["actual_s"], unit="s")).sort_values(["captured_at", "frame_key"])
+    if len(frames) > max_frames:
+        frames = frames.iloc[[round(i * (len(frames) - 1) / (max_frames - 1)) for i in range(max_frames)]]
+    return frames.reset_index(drop=True)
+
+
+@dg.asset(deps=["evaluation"], group_name="launch", kinds={"json"})
+def v0_shadow_report(context: dg.AssetExecutionContext, config: LaunchShadowConfig, store: ArtifactStore,
+                     shadow_policy: ShadowPolicy) -> dg.MaterializeResult:
+    """v0 beside the off-the-shelf model on the line's cameras: per-camera agreement, detection-rate and
+    confidence differences, latency, and the period the device logs cover (the plan: 24 h). Reads the
+    logs the Jetson uploads under shadow/v0/logs/ (pipeline/shadow_device.py writes them); with
+    simulate: true (local only) replays buffer frames through both models first, and says so."""
+    selected = _selected(store)
+    if (skip := _nothing_to_launch(selected)) is not None:
+        return skip
+    check_simulation_allowed(config.simulate, shadow_policy.allow_simulated, "v0_shadow_report")
+    version, production = selected["version"], registry.production(store)
+    prefix = logs_prefix(version)
+    listing = lambda p: (i.key for i in store.list_keys(p))  # noqa: E731
+    _logs, files, source = load_logs(listing, store.read_bytes, prefix)
+    simulated = {}
+    if config.simulate and source == "device":
+        context.log.warning(f"{len(files)} device log file(s) under {prefix}: not simulating")
+    elif config.simulate:
+        frames = _buffer_frames(store, config.max_frames)
+        start = datetime.now(timezone.utc).replace(microsecond=0)
+        with tempfile.TemporaryDirectory(prefix="lbzf-v0-shadow-") as tmp:
+            folder = Path(tmp)
+            paths = []
+            for key in frames["frame_key"]:
+                paths.append(folder / keys.package_file_name(key))
+                store.download_file(key, paths[-1])
+            v0 = fetch_weights(store, selected["key"], folder / Path(selected["key"]).name,
+                               expected_sha256=selected["sha256"], recorded_by=SELECTED_KEY)
+            base = registry.fetch_entry_weights(store, production, folder / "base")
+            logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
+                                 {version: (str(v0), int(selected["imgsz"])),
+                                  str(production["version"]): (str(base), int(production.get("imgsz") or 640))},
+                                 start=start, period_h=config.simulated_period_h, conf=config.conf)
+        store.write_bytes(prefix + SIMULATED_FILE, to_parquet_bytes(logs))
+        simulated = {"simulated_frames": len(frames), "simulated_period_h": config.simulated_period_h,
+                     "simulated_start": start.isoformat()}
+    logs, files, source = load_logs(listing, store.read_bytes, prefix)
+    report = shadow_report(logs, candidate=version, production=str(production["version"]), conf=config.conf,
+                           iou_threshold=config.iou_threshold)
+    report.update({"logs_prefix": prefix, "log_files": files, "source": source, **simulated})
+    key = _report_key(version, selected["model"], "shadow_report")
+    digest = _write_json(store, key, report)
+    if not files:
+        context.log.warning(f"no shadow logs for {version} under {prefix} yet: deploy its engine in shadow mode "
+                            "(engine_deployment, mode: shadow) and let the device upload them")
+    per_camera = pd.DataFrame(report["per_camera"])
+    return dg.MaterializeResult(metadata={
+        "candidate": version, "production": str(production["version"]), "source": source,
+        "log_files": len(files), "paired_frames": int(report.get("paired_frames", 0)),
+        "period_h": float(report.get("period_h") or 0.0),
+        "period": f"{report.get('period_start')} to {report.get('period_end')}",
+        "per_camera": md_table(per_camera.round(3) if len(per_camera) else per_camera),
+        "overall": dg.MetadataValue.json(report.get("overall") or {}), "uri": store.uri(key), "sha256": digest,
+        "explanation": "agreement: the share of people both models find at the same place on the same camera "
+                       "frame; a low value on one camera means v0 sees that workstation differently",
+        **simulated_warning(source)})
+
+
+def launch_comparison(evaluation: dict) -> dict:
+    """The promotion gate's comparison for v0: evaluation's paired difference (v0 - off-the-shelf, by
+    video) on the frozen test split and the deployment test set."""
+    subsets = {}
+    for name in ("test", "deployment_test"):
+        paired = (evaluation.get("splits", {}).get(name) or {}).get("paired_vs_baseline")
+        if paired:
+            subsets[name] = {k: v for k, v in paired["overall"].items() if k != "subset"}
+    return {"candidate_version": "v0", "production_version": registry.OFF_SHELF, "subsets": subsets,
+            "source": "evaluation (eval_v0.json, paired_vs_baseline)"}
+
+
+class LaunchConfig(dg.Config):
+    max_recall_drop: float = PromotionThresholds.max_recall_drop
+    max_conf_drop: float = PromotionThresholds.max_conf_drop
+    refuse_significantly_worse: bool = PromotionThresholds.refuse_significantly_worse
+    min_shadow_hours: float = PromotionThresholds.min_shadow_hours
+    min_shadow_frames: int = PromotionThresholds.min_shadow_frames
+    min_agreement: float = PromotionThresholds.min_agreement
+    max_detection_rate_diff: float = PromotionThresholds.max_detection_rate_diff
+    max_shadow_conf_drop: float = PromotionThresholds.max_shadow_conf_drop
+    max_latency_ratio: float = PromotionThresholds.max_latency_ratio
+
+    def thresholds(self) -> PromotionThresholds:
+        return PromotionThresholds(**{k: getattr(self, k) for k in type(self).model_fields})
+
+
+@dg.asset(deps=[v0_shadow_report], group_name="launch", kinds={"json"}, pool="registry")
+def v0_launch(context: dg.AssetExecutionContext, config: LaunchConfig, store: ArtifactStore,
+              engine_builder: EngineBuilder, shadow_policy: ShadowPolicy) -> dg.MaterializeResult:
+    """The launch gate: v0 becomes production (registry/production.json and the Jetson's production
+    slot) only when it is not worse than the off-the-shelf model on the frozen test and deployment test
+    sets and its shadow run passed and lasted long enough. Otherwise the off-the-shelf model stays and
+    every reason is listed."""
+    selected = _selected(store)
+    if (skip := _nothing_to_launch(selected)) is not None:
+        return skip
+    version, name = selected["version"], selected["model"]
+    eval_key = f"{keys.model_prefix(name)}eval_{version}.json"
+    comparison = launch_comparison(json.loads(store.read_bytes(eval_key))) if store.exists(eval_key) else None
+    shadow_key = _report_key(version, name, "shadow_report")
+    shadow = json.loads(store.read_bytes(shadow_key)) if store.exists(shadow_key) else None
+    thresholds = replace(config.thresholds(), allow_simulated_shadow=shadow_policy.allow_simulated)
+    before = registry.production(store)
+    decision = decide(comparison, shadow, thresholds, candidate=version, production=str(before["version"]),
+                      rolled_back_entry=registry.rolled_back(store, version))
+    engine_key = f"{keys.model_prefix(name)}{name}.engine"
+    entry = {"version": version, "model": name, "weights_key": selected["key"], "weights_sha256": selected["sha256"],
+             "engine_key": engine_key if store.exists(engine_key) else None,
+             "engine_sha256": sha256_bytes(store.read_bytes(engine_key)) if store.exists(engine_key) else None,
+             "imgsz": selected.get("imgsz"), "model_created_at": None}
+    deployment, changed = {}, False
+    if before.get("version") == version:
+        outcome, why = "already production", f"{version} is already production (since {before.get('at')})"
+    elif decision.promote:
+        why = (f"launch of {version}: all {len(decision.checks)} checks passed against {before['version']} "
+               f"(frozen test and deployment test; {shadow_words(shadow)})")
+        deployment = _deploy_production(context, store, engine_builder, entry)
+        _pointer, changed = registry.promote(store, entry, why=why, run_id=context.run.root_run_id or context.run_id)
+        outcome = "launched" if changed else "already production"
+    else:
+        outcome, why = "refused", "; ".join(decision.reasons)
+        context.log.warning(f"{version} not launched: {why}")
+    after = registry.production(store)
+    record = {"candidate": version, "outcome": outcome, "why": why, "decision": decision.to_dict(),
+              "comparison": comparison, "thresholds": thresholds.to_dict(), "production_before": before["version"],
+              "production_after": after["version"], "run_id": context.run_id, "deployment": deployment,
+              "shadow_source": (shadow or {}).get("source", "none"),
+              "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    key = _report_key(version, name, "launch")
+    digest = _write_json(store, key, record)
+    rows = [{"check": c["kind"], "subject": c["subject"], "value": str(c["value"]), "threshold": str(c["threshold"]),
+             "passed": "yes" if c["passed"] else "NO"} for c in decision.checks]
+    return dg.MaterializeResult(metadata={
+        "decision": outcome, "candidate": version, "production_before": str(before["version"]),
+        "production_after": str(after["version"]), "changed": changed,
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or "- none: every check passed"),
+        "checks": md_table(pd.DataFrame(rows), max_rows=80), "uri": store.uri(key), "sha256": digest,
+        "current_model_version": registry.current_model_version(store),
+        **({"device_deployment": dg.MetadataValue.json(deployment)} if deployment else {}),
+        **simulated_warning((shadow or {}).get("source", "none"))})
+
+
+def _deploy_production(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
+    """Put v0's validated engine in the Jetson's production slot, where there is a Jetson to reach."""
+    available, why = engine_builder.availability()
+    deploy = getattr(engine_builder, "deploy_engine", None)
+    if not available or deploy is None:
+        return {"status": "pointer only", "reason": why if not available else
+                f"{type(engine_builder).__name__} has no device to deploy to"}
+    key = entry.get("engine_key")
+    if not key:
+        raise registry.RegistryError(f"{keys.model_prefix(entry['model'])}", "engine", None,
+                                     "build and validate v0's engine first (tensorrt_engine)",
+                                     problem="no TensorRT engine for v0 in the store")
+    with tempfile.TemporaryDirectory(prefix="lbzf-launch-") as tmp:
+        engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
+        store.download_file(key, engine)
+        store.download_file(key + ".json", sidecar)
+        result = deploy(engine, mode="production", metadata_path=sidecar)
+    context.log.info(f"{entry['version']} deployed to production on the device: {result.to_metadata()}")
+    return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
