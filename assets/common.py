@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from pipeline import keys
 from pipeline.frames import extract_frames
 from pipeline.hashing import sha256_bytes
 from pipeline.quarantine import quarantine_bad_footage
@@ -52,9 +53,9 @@ def md_table(table: pd.DataFrame, max_rows: int = 40) -> dg.MetadataValue:
     return dg.MetadataValue.md(text)
 
 
-def load_frame_manifests(store: ArtifactStore, prefix: str = "frames/") -> pd.DataFrame:
+def load_frame_manifests(store: ArtifactStore, prefix: str = keys.FRAMES_PREFIX) -> pd.DataFrame:
     """Every extracted frame the store knows of (all `manifest.parquet` under `prefix`)."""
-    tables = [read_parquet(store, info.key) for info in store.list_keys(prefix) if info.key.endswith("manifest.parquet")]
+    tables = [read_parquet(store, info.key) for info in store.list_keys(prefix) if info.key.endswith(keys.MANIFEST_FILE)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FRAME_COLUMNS)
 
 

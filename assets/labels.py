@@ -25,8 +25,8 @@ cvat_exports = dg.AssetSpec("cvat_exports", group_name="sources", kinds={"cvat"}
                             description="CVAT exports (COCO 1.0 zip/json, CVAT XML) under "
                                         "annotations/incoming/<task>/<annotator>/. Never modified.")
 
-ANNOTATIONS_KEY = "annotations/normalized/annotations.parquet"
-IMAGES_KEY = "annotations/normalized/images.parquet"
+ANNOTATIONS_KEY = keys.ANNOTATIONS
+IMAGES_KEY = keys.ANNOTATION_IMAGES
 DATA_VERSION = "v0"
 
 
@@ -182,10 +182,6 @@ class SplitAssetConfig(dg.Config):
     ratio_tolerance: float = 0.10
 
 
-def split_key(version: str = DATA_VERSION) -> str:
-    return f"{keys.dataset_prefix(version)}dataset_split_{version}.csv"
-
-
 def labelled_frames(store: ArtifactStore) -> pd.DataFrame:
     """One row per labelled frame with its source video (photos are their own 'video'). Monthly hard
     examples (source 'hard', post-install buffer frames) are not part of the v0 split: Stage C assigns
@@ -210,13 +206,13 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
     assignment = assign_splits(units, settings)
     table = frame_splits(frames, assignment)
     data, digest = split_csv(table)
-    store.write_if_absent_or_same(split_key(), data)
-    write_parquet(store, f"{keys.dataset_prefix(DATA_VERSION)}split_assignment.parquet", assignment)
-    store.write_bytes(f"{keys.dataset_prefix(DATA_VERSION)}split_config.json", json.dumps(asdict(settings)).encode())
+    store.write_if_absent_or_same(keys.split_key(DATA_VERSION), data)
+    write_parquet(store, keys.dataset_keys(DATA_VERSION).split_assignment, assignment)
+    store.write_bytes(keys.dataset_keys(DATA_VERSION).split_config, json.dumps(asdict(settings)).encode())
     per_split = table.groupby("split").agg(frames=("frame_key", "size"), videos=("video_id", "nunique"),
                                            operations=("operation", "nunique")).reset_index()
     return dg.MaterializeResult(metadata={
-        "data_version": DATA_VERSION, "split_sha256": digest, "uri": store.uri(split_key()), "frames": len(table),
+        "data_version": DATA_VERSION, "split_sha256": digest, "uri": store.uri(keys.split_key(DATA_VERSION)), "frames": len(table),
         "groups": int(assignment["group"].nunique()), "per_split": md_table(per_split),
         "ratios": md_table(ratio_report(assignment, settings)), "seed": config.seed,
         "deployment_test_frames": int((table["split"] == DEPLOYMENT_TEST).sum()),
@@ -226,7 +222,7 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
 def read_split(store: ArtifactStore) -> pd.DataFrame:
     import io
 
-    return pd.read_csv(io.BytesIO(store.read_bytes(split_key())), dtype={"recorded_day": str, "video_id": str,
+    return pd.read_csv(io.BytesIO(store.read_bytes(keys.split_key(DATA_VERSION))), dtype={"recorded_day": str, "video_id": str,
                                                                          "camera": str, "group": str})
 
 
@@ -241,9 +237,9 @@ def split_has_no_leaks(store: ArtifactStore) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=dataset_split, blocking=True, description="Group shares within tolerance of 70/15/15")
 def split_ratios_within_tolerance(store: ArtifactStore) -> dg.AssetCheckResult:
-    prefix = keys.dataset_prefix(DATA_VERSION)
-    assignment = read_parquet(store, f"{prefix}split_assignment.parquet")
-    settings = json.loads(store.read_bytes(f"{prefix}split_config.json"))
+    where = keys.dataset_keys(DATA_VERSION)
+    assignment = read_parquet(store, where.split_assignment)
+    settings = json.loads(store.read_bytes(where.split_config))
     report = ratio_report(assignment, SplitConfig(tuple(settings["ratios"]), settings["seed"],
                                                   settings["by_camera_day"], settings["ratio_tolerance"]))
     return dg.AssetCheckResult(passed=bool(report["within_tolerance"].all()), metadata={"ratios": md_table(report)})
@@ -288,10 +284,10 @@ def primary_labels(images: pd.DataFrame, boxes: pd.DataFrame) -> tuple[pd.DataFr
 def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.MaterializeResult:
     """images/ + labels/ per split and lbzf_person_v0.yaml, versioned with the split hash."""
     split = read_split(store)
-    split_sha = sha256_bytes(store.read_bytes(split_key()))
+    split_sha = sha256_bytes(store.read_bytes(keys.split_key(DATA_VERSION)))
     chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
     frames = split.merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
-    prefix = keys.dataset_prefix(DATA_VERSION)
+    prefix = keys.dataset_keys(DATA_VERSION).folder
     with tempfile.TemporaryDirectory(prefix="lbzf-dataset-") as tmp:
         root = Path(tmp)
         local = []
@@ -306,7 +302,7 @@ def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.
             store.upload_file(path, prefix + path.relative_to(out).as_posix())
     text = dataset_yaml(prefix.rstrip("/"), ["person"], version=DATA_VERSION, split_sha256=split_sha,
                         splits=sorted(counts))
-    yaml_key = f"{prefix}lbzf_person_{DATA_VERSION}.yaml"
+    yaml_key = keys.dataset_keys(DATA_VERSION).yaml
     store.write_bytes(yaml_key, text.encode())
     rows = [{"split": k, **v} for k, v in sorted(counts.items())]
     return dg.MaterializeResult(metadata={

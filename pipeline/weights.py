@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import sha256_file
 
@@ -68,11 +69,8 @@ def resolve_base_weights(setting: str, *, local_candidate: Path | None, allowed:
 # the caller knows which bytes it expects, equal to them). The record is write-once per hash, so
 # concurrent producers never race on a shared list.
 
-PRODUCED_PREFIX = "registry/weights/"
-
-
-def produced_key(sha256: str) -> str:
-    return f"{PRODUCED_PREFIX}{sha256}.json"
+PRODUCED_PREFIX = keys.PRODUCED_WEIGHTS_PREFIX
+produced_key = keys.produced_weights_key
 
 
 def publish_weights(store, local: Path, key: str, *, producer: str, run_id: str | None = None) -> str:

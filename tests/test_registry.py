@@ -12,11 +12,12 @@ import pytest
 
 from pipeline import registry
 from pipeline.hashing import sha256_bytes
+from pipeline.keys import split_key, weights_key
 from pipeline.paired import paired_difference
 from pipeline.promotion import PromotionThresholds, decide
 from pipeline.shadow import shadow_report
 from pipeline.versioning import (TestSplitLeakError, assign_hard_examples, check_training_set, latest_version,
-                                 model_name, next_version, parse_version, split_key, weights_key)
+                                 model_name, next_version, parse_version)
 from resources.storage import LocalArtifactStore
 
 T0 = datetime(2026, 8, 2, 6, 0, tzinfo=timezone.utc)

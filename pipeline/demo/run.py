@@ -160,13 +160,15 @@ def run_monthly_cycle(defs, instance, store, log: list, month: str) -> None:
 
 
 def _summary(store, log: list) -> dict:
-    stage_a = json.loads(store.read_bytes("reports/stage_a/stage_a_report.json"))
-    selected = json.loads(store.read_bytes("models/selected_model.json"))
-    summary = {"store": store.uri("models/selected_model.json").rsplit("/models/", 1)[0], "stage_a": {**stage_a["summary"], "gate": stage_a["gate"]["outcome"],
+    from pipeline import keys
+
+    stage_a = json.loads(store.read_bytes(keys.STAGE_A_REPORT))
+    selected = json.loads(store.read_bytes(keys.SELECTED_MODEL))
+    summary = {"store": store.uri(keys.SELECTED_MODEL).rsplit("/models/", 1)[0], "stage_a": {**stage_a["summary"], "gate": stage_a["gate"]["outcome"],
                                                    "recall_ci": stage_a["ci"]["recall_ci"],
                                                    "warning": stage_a.get("warning", "")},
                "selected_model": selected, "runs": log}
-    eval_key = "models/yolov8n_lbzf_v0/eval_v0.json"
+    eval_key = keys.version_keys("v0").report("eval")
     if store.exists(eval_key):
         evaluation = json.loads(store.read_bytes(eval_key))
         summary["stage_b"] = {split: {k: entry[k] for k in ("n_frames", "precision", "recall", "map50", "map50_95")}
