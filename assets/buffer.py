@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import extract_to_store, md_table, read_parquet, write_package, write_parquet
-from assets.partitions import buffer_clip_partitions, monthly_partitions
+from orchestration.partitions import buffer_clip_partitions, monthly_partitions
 from pipeline import keys
 from pipeline.errors import BadFootageError
 from pipeline.frames import probe_video

@@ -67,9 +67,7 @@ def build_profile_asset(name: str, profile: Profile) -> dg.AssetsDefinition:
 
 
 profile_assets = [build_profile_asset(name, profile) for name, profile in PROFILES.items()]
-profiles_job = dg.define_asset_job("profiles_job", selection=dg.AssetSelection.assets(*profile_assets),
-                                   description="Every training profile, one step each: a failing profile does "
-                                               "not stop the others.")
+
 
 
 class FlipAblationConfig(dg.Config):

@@ -7,7 +7,7 @@ import pandas as pd
 
 from assets.common import FRAME_COLUMNS, extract_to_store, md_table, write_package, write_parquet
 from assets.plots import contact_sheet
-from assets.partitions import video_partitions
+from orchestration.partitions import video_partitions
 from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.frames import probe_video

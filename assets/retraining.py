@@ -22,12 +22,11 @@ from assets.buffer import hard_examples
 from assets.common import RecipeConfig, load_frame_manifests, md_table, read_parquet, write_parquet
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
 from assets.models import detect
-from assets.partitions import monthly_partitions
+from orchestration.partitions import monthly_partitions
 from pipeline import keys, registry
 from pipeline.coco_map import average_precision
 from pipeline.detection_metrics import per_frame, summary
 from pipeline.hashing import sha256_bytes, sha256_file
-from pipeline.jobs import production_freshness_job, retraining_resume_job
 from pipeline.paired import paired_difference
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide
 from pipeline.shadow import SIMULATED_FILE, read_log_file, shadow_report as make_shadow_report, \
@@ -700,31 +699,3 @@ def production_model_fresh(config: FreshnessConfig, store: ArtifactStore) -> dg.
     result = registry.freshness(registry.production(store), max_age_days=config.max_age_days)
     return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
                                metadata={k: (v if v is not None else "") for k, v in result.items()})
-
-
-# --------------------------------------------------------------------------- automation
-
-
-@dg.sensor(job=retraining_resume_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Resumes a month waiting for hard-example labels once its CVAT export has been imported.")
-def hard_example_labels_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore) -> dg.SensorResult:
-    instance = context.instance
-    sent = instance.get_materialized_partitions(dg.AssetKey("hard_examples"))
-    done = instance.get_materialized_partitions(dg.AssetKey("hard_example_labels"))
-    waiting = sorted(set(sent) - set(done))
-    if not waiting or not store.exists(IMAGES_KEY):
-        return dg.SensorResult(skip_reason=f"{len(waiting)} month(s) waiting; no labels imported yet")
-    info = store.stat(IMAGES_KEY)
-    tasks = set(read_parquet(store, IMAGES_KEY)["task"].astype(str))
-    runs = [dg.RunRequest(run_key=f"{p}@{info.etag}", partition_key=p, tags={"lbzf/resumed": "labels imported"})
-            for p in waiting if task_name(p[:7]) in tasks]
-    if not runs:
-        return dg.SensorResult(skip_reason=f"waiting for labels of {', '.join(task_name(p[:7]) for p in waiting)}")
-    return dg.SensorResult(run_requests=runs)
-
-
-production_freshness_schedule = dg.ScheduleDefinition(
-    job=production_freshness_job, cron_schedule="0 7 * * *",
-    execution_timezone=os.environ.get("LBZF_TIMEZONE", "America/Bogota"),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily: flag a production model older than 35 days.")

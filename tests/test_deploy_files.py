@@ -173,7 +173,7 @@ def test_cmd_module_exists_and_holds_the_definitions(cmd):
     import dagster as dg
 
     module = _option(cmd, "-m", "--module-name")
-    assert module == "pipeline.definitions"
+    assert module == "orchestration.definitions"
     assert importlib.util.find_spec(module) is not None
     definitions = importlib.import_module(module)
     assert isinstance(definitions.defs, dg.Definitions)

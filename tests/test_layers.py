@@ -47,3 +47,52 @@ def test_assets_spell_no_storage_key():
     found = [f"{path.relative_to(ROOT)}:{line}: {text!r}" for path in sorted((ROOT / "assets").rglob("*.py"))
              for line, text in key_literals(path.read_text())]
     assert not found, "storage keys belong in pipeline/keys.py:\n" + "\n".join(found)
+
+
+# --------------------------------------------------------------------------- import rules between the layers
+
+LAYERS = {
+    # folder: top-level packages it must not import
+    "pipeline": ("dagster", "dagster_aws", "dagster_k8s", "dagster_pipes", "assets", "resources", "orchestration",
+                 "demo"),
+    "resources": ("assets", "orchestration", "demo"),
+    "assets": ("demo",),
+}
+ALLOWED = {"assets": ("orchestration.partitions",)}  # assets name their partitions; nothing else of the wiring
+
+
+def imported_modules(source: str) -> list[tuple[int, str]]:
+    """(line, module) of every import in a file, those inside functions included."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def layer_violations(folder: str) -> list[str]:
+    banned = LAYERS[folder] + (("orchestration",) if folder == "assets" else ())
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for line, module in imported_modules(path.read_text()):
+            top = module.split(".")[0]
+            if top in banned and not any(module == a or module.startswith(a + ".") for a in ALLOWED.get(folder, ())):
+                bad.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+    return bad
+
+
+def test_the_import_rule_sees_imports_inside_functions():
+    assert imported_modules("def f():\n    import dagster as dg\n    from assets.labels import x\n") == [
+        (2, "dagster"), (3, "assets.labels")]
+
+
+def test_core_imports_no_dagster_assets_or_resources():
+    assert not layer_violations("pipeline"), "pipeline/ is the plain-Python core:\n" + "\n".join(
+        layer_violations("pipeline"))
+
+
+def test_resources_and_assets_do_not_import_the_wiring():
+    bad = layer_violations("resources") + layer_violations("assets")
+    assert not bad, "only orchestration/ imports the layers above it:\n" + "\n".join(bad)

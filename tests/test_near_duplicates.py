@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from assets.labels import dataset_split, near_duplicates_across_splits
-from pipeline.demo.scene import View, clamp_view, load_photos, render
+from demo.scene import View, clamp_view, load_photos, render
 from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.near_duplicates import PAIR_COLUMNS, cross_split_pairs, hamming, near_pairs, phash, phash_bytes

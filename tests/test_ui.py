@@ -1,7 +1,7 @@
 """What operators see: the small demo served by a real `dagster-webserver`, read through its GraphQL
 API and photographed with headless Chromium.
 
-The demo (pipeline/demo/run.py, small configuration) is built into a temporary home with
+The demo (demo/run.py, small configuration) is built into a temporary home with
 LBZF_STORAGE_ROOT / DAGSTER_HOME / LBZF_TRAIN_DIR pointing there for the module's duration; the
 webserver serves that DAGSTER_HOME with the repo's workspace.yaml on a free loopback port. The demo
 build takes a few minutes; the checks after it take seconds.
@@ -45,7 +45,7 @@ def demo_home(tmp_path_factory):
     os.environ.update({"LBZF_STORAGE_ROOT": str(home / "store"), "DAGSTER_HOME": str(home / "dagster_home"),
                        "LBZF_TRAIN_DIR": str(home / "train_runs")})
     try:
-        from pipeline.demo.run import run_demo
+        from demo.run import run_demo
 
         run_demo(home, small=True)
         yield home
