@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+try:  # tests/ as a package or as a plain rootdir-relative directory
+    from tests.helpers import free_port
+except ImportError:  # pragma: no cover - depends on how pytest was started
+    from helpers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -55,12 +59,6 @@ def demo_home(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(base: str, query: str, variables: dict | None = None) -> dict:
@@ -100,7 +98,7 @@ def _wait_until_loaded(base: str, proc: subprocess.Popen, log: Path, timeout: fl
 @pytest.fixture(scope="module")
 def webserver(demo_home, tmp_path_factory):
     """`dagster-webserver` on 127.0.0.1:<free port> for the demo's DAGSTER_HOME; its base URL."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("webserver") / "webserver.log"
     exe = Path(sys.executable).with_name("dagster-webserver")
     with open(log, "wb") as handle:
