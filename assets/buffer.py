@@ -5,12 +5,13 @@ import json
 import dagster as dg
 import pandas as pd
 
-from assets.common import extract_to_store, md_table, read_parquet, write_package, write_parquet
+from assets.common import (config_from, extract_to_store, md_table, read_parquet, to_settings, write_package,
+                           write_parquet)
 from orchestration.partitions import buffer_clip_partitions, monthly_partitions
 from pipeline import keys
 from pipeline.errors import BadFootageError
 from pipeline.frames import probe_video
-from pipeline.hard_examples import HardExampleConfig, attach_clips, clip_table, sample
+from pipeline.hard_examples import HardExampleSampling, attach_clips, clip_table, sample
 from pipeline.quarantine import quarantine_bad_footage
 from pipeline.sampling import buffer_targets
 from resources.storage import ArtifactStore
@@ -52,10 +53,8 @@ def buffer_frames(context: dg.AssetExecutionContext, config: BufferFramesConfig,
                                           "duration_s": round(info.usable_duration_s, 3), "manifest_sha256": digest})
 
 
-class HardExamplesConfig(dg.Config):
-    n: int = 200
-    seed: int = 0
-    min_gap_s: float = 20.0
+class HardExamplesConfig(config_from(HardExampleSampling)):
+    """How many flagged frames to sample, with which seed and spacing (pipeline.hard_examples)."""
 
 
 @dg.asset(partitions_def=monthly_partitions, deps=[buffer_footage], group_name="retraining", kinds={"cvat"})
@@ -84,7 +83,7 @@ def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
     clips = clips.assign(duration_s=durations)
     clips = clips[~clips["key"].isin(bad)]
     flags = attach_clips(pd.concat(logs, ignore_index=True), clips)
-    chosen, info = sample(flags, HardExampleConfig(config.n, config.seed, config.min_gap_s))
+    chosen, info = sample(flags, to_settings(HardExampleSampling, config))
     where = keys.month_keys(month)
     tables = []
     for clip, rows in chosen.groupby("clip_key"):

@@ -15,7 +15,7 @@ from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
 from pipeline.detector import load_model, predict_persons
-from pipeline.gate import GateThresholds, decide
+from pipeline.gate import GateThresholds, decide_fine_tuning
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.model_record import OFF_SHELF, ModelRecord
 from pipeline.paired import paired_difference
@@ -89,7 +89,7 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
     table = per_frame(frames, gt, preds, iou_threshold=config.iou_threshold, fp_conf=config.fp_conf)
     point = summary(table)
     ci = cluster_bootstrap(table, "video_id", n_boot=config.n_boot, seed=config.seed)
-    decision = decide(point["recall"], ci["recall_ci"], point["median_best_conf"], ci["median_best_conf_ci"],
+    decision = decide_fine_tuning(point["recall"], ci["recall_ci"], point["median_best_conf"], ci["median_best_conf_ci"],
                       point["n_frames_with_person"],
                       GateThresholds(config.min_recall, config.min_median_conf, config.inconclusive_action))
     report = {"weights": weights.to_metadata(), "summary": point, "ci": ci, "gate": decision.to_metadata(),

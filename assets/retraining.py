@@ -19,7 +19,8 @@ import dagster as dg
 import pandas as pd
 
 from assets.buffer import hard_examples
-from assets.common import RecipeConfig, load_frame_manifests, md_table, read_parquet, write_parquet
+from assets.common import (RecipeConfig, config_from, load_frame_manifests, md_table, read_parquet, to_settings,
+                           write_parquet)
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
@@ -28,7 +29,7 @@ from pipeline.coco_map import average_precision
 from pipeline.detection_metrics import per_frame, summary
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.paired import paired_difference
-from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide
+from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
 from pipeline.shadow import SIMULATED_FILE, read_log_file, shadow_report as make_shadow_report, \
     simulate_logs, to_parquet_bytes
 from pipeline.split import split_csv
@@ -542,21 +543,11 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
 # --------------------------------------------------------------------------- production_model (the gate)
 
 
-class PromotionConfig(dg.Config):
-    max_recall_drop: float = 0.02
-    max_conf_drop: float = 0.05
-    refuse_significantly_worse: bool = True
-    min_shadow_hours: float = 24.0
-    min_shadow_frames: int = 10
-    min_agreement: float = 0.80
-    max_detection_rate_diff: float = 0.10
-    max_shadow_conf_drop: float = 0.10
-    max_latency_ratio: float = 1.25
-    allow_rolled_back: bool = False
+class PromotionConfig(config_from(PromotionThresholds, exclude=("gated_subsets",))):
+    """The promotion thresholds from the launchpad (pipeline.promotion's defaults)."""
 
     def thresholds(self) -> PromotionThresholds:
-        return PromotionThresholds(**{k: getattr(self, k) for k in PromotionThresholds.__dataclass_fields__
-                                      if hasattr(self, k)})
+        return to_settings(PromotionThresholds, self)
 
 
 def _deploy_production_engine(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
@@ -608,7 +599,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     comparison = _json(store, comparison_key) if store.exists(comparison_key) else None
     shadow = _json(store, shadow_key) if store.exists(shadow_key) else None
     thresholds = config.thresholds()
-    decision = decide(comparison, shadow, thresholds, rolled_back_entry=registry.rolled_back(store, version),
+    decision = decide_promotion(comparison, shadow, thresholds, rolled_back_entry=registry.rolled_back(store, version),
                       candidate=version, production=str((before or {}).get("version")))
     deployment, changed = {}, False
     if before and before.get("version") == version and before.get("weights_sha256") == card["weights_sha256"]:
