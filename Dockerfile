@@ -1,4 +1,4 @@
-# The LBZF code location: `dagster code-server` serving pipeline.definitions over gRPC on port 4000.
+# The LBZF code location: `dagster code-server` serving orchestration.definitions over gRPC on port 4000.
 #
 # One image for every place the pipeline's code runs in production: the code location server the
 # webserver and daemon talk to (deploy/workspace.grpc.yaml, or the Helm chart's user deployment), the
@@ -28,6 +28,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY assets ./assets
 COPY resources ./resources
+COPY orchestration ./orchestration
 RUN pip install --no-compile . "dagster-k8s==0.29.27"
 
 # Writable places for the non-root user: the instance config (mounted over by the Helm chart),
@@ -46,4 +47,4 @@ USER 10001:10001
 EXPOSE 4000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s \
     CMD ["dagster", "api", "grpc-health-check", "-p", "4000"]
-CMD ["dagster", "code-server", "start", "-m", "pipeline.definitions", "-h", "0.0.0.0", "-p", "4000"]
+CMD ["dagster", "code-server", "start", "-m", "orchestration.definitions", "-h", "0.0.0.0", "-p", "4000"]

@@ -5,12 +5,13 @@ import json
 import dagster as dg
 import pandas as pd
 
-from assets.common import extract_to_store, md_table, read_parquet, write_package, write_parquet
-from assets.partitions import buffer_clip_partitions, monthly_partitions
+from assets.common import (config_from, extract_to_store, md_table, read_parquet, to_settings, write_package,
+                           write_parquet)
+from orchestration.partitions import buffer_clip_partitions, monthly_partitions
 from pipeline import keys
 from pipeline.errors import BadFootageError
 from pipeline.frames import probe_video
-from pipeline.hard_examples import HardExampleConfig, attach_clips, clip_table, sample
+from pipeline.hard_examples import HardExampleSampling, attach_clips, clip_table, sample
 from pipeline.quarantine import quarantine_bad_footage
 from pipeline.sampling import buffer_targets
 from resources.storage import ArtifactStore
@@ -44,18 +45,16 @@ def buffer_frames(context: dg.AssetExecutionContext, config: BufferFramesConfig,
     with quarantine_bad_footage(store, key), store.local_copy(key) as local:
         info = probe_video(local)
     video_id = f"{camera}_{day}_{name.rsplit('.', 1)[0]}"
-    prefix = f"frames/buffer/{camera}/{day}/{name.rsplit('.', 1)[0]}/"
+    prefix = keys.buffer_frames_prefix(camera, day, name.rsplit('.', 1)[0])
     table = extract_to_store(store, key, buffer_targets(info.usable_duration_s, config.step_s), source="buffer",
                              video_id=video_id, frame_prefix=prefix)
-    digest = write_parquet(store, f"{prefix}manifest.parquet", table)
+    digest = write_parquet(store, f"{prefix}{keys.MANIFEST_FILE}", table)
     return dg.MaterializeResult(metadata={"clip": key, "camera": camera, "day": day, "frames": len(table),
                                           "duration_s": round(info.usable_duration_s, 3), "manifest_sha256": digest})
 
 
-class HardExamplesConfig(dg.Config):
-    n: int = 200
-    seed: int = 0
-    min_gap_s: float = 20.0
+class HardExamplesConfig(config_from(HardExampleSampling)):
+    """How many flagged frames to sample, with which seed and spacing (pipeline.hard_examples)."""
 
 
 @dg.asset(partitions_def=monthly_partitions, deps=[buffer_footage], group_name="retraining", kinds={"cvat"})
@@ -65,8 +64,7 @@ def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
     as a CVAT task; the sample and its seed are recorded."""
     window = context.partition_time_window
     days = pd.date_range(window.start.date(), window.end.date(), freq="D", inclusive="left").strftime("%Y-%m-%d")
-    logs = [read_parquet(store, f"{keys.QUALITY_PREFIX}{d}.parquet") for d in days
-            if store.exists(f"{keys.QUALITY_PREFIX}{d}.parquet")]
+    logs = [read_parquet(store, keys.quality_log_key(d)) for d in days if store.exists(keys.quality_log_key(d))]
     month = context.partition_key[:7]
     if not logs:
         context.log.warning(f"no quality logs for {month}")
@@ -85,25 +83,25 @@ def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
     clips = clips.assign(duration_s=durations)
     clips = clips[~clips["key"].isin(bad)]
     flags = attach_clips(pd.concat(logs, ignore_index=True), clips)
-    chosen, info = sample(flags, HardExampleConfig(config.n, config.seed, config.min_gap_s))
-    prefix = f"retraining/{month}/"
+    chosen, info = sample(flags, to_settings(HardExampleSampling, config))
+    where = keys.month_keys(month)
     tables = []
     for clip, rows in chosen.groupby("clip_key"):
         camera, day, name = keys.buffer_clip_parts(clip)
         tables.append(extract_to_store(store, clip, rows["offset_s"].tolist(), source="hard",
                                        video_id=f"{camera}_{day}_{name.rsplit('.', 1)[0]}",
-                                       frame_prefix=f"frames/hard/{month}/{camera}/{day}/{name.rsplit('.', 1)[0]}/"))
+                                       frame_prefix=keys.hard_frames_prefix(month, camera, day, name.rsplit('.', 1)[0])))
     frames = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if len(frames):
-        write_parquet(store, f"frames/hard/{month}/manifest.parquet", frames)
-    write_parquet(store, f"{prefix}hard_examples.parquet", chosen)
+        write_parquet(store, keys.hard_frames_manifest_key(month), frames)
+    write_parquet(store, where.hard_examples, chosen)
     package = write_package(store, frames["frame_key"].tolist() if len(frames) else [], f"hard_examples_{month}",
-                            f"{prefix}cvat_task_package.zip")
-    store.write_bytes(f"{prefix}sample.json", json.dumps({**info, "month": month}, indent=2).encode())
+                            where.task_package)
+    store.write_bytes(where.sample, json.dumps({**info, "month": month}, indent=2).encode())
     per_camera_day = chosen.groupby(["camera", "day"]).size().rename("frames").reset_index() if len(chosen) else \
         pd.DataFrame()
     return dg.MaterializeResult(metadata={
         "month": month, **{k: v for k, v in info.items()}, "frames_extracted": len(frames),
         "quarantined_clips": len(bad), "quarantined": "\n".join(bad) or "none",
-        "package_sha256": package.get("zip_sha256", ""), "package_uri": store.uri(f"{prefix}cvat_task_package.zip"),
+        "package_sha256": package.get("zip_sha256", ""), "package_uri": store.uri(where.task_package),
         "per_camera_day": md_table(per_camera_day)})

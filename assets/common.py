@@ -1,15 +1,20 @@
 """Small glue shared by assets: move frames and tables between the store and the core."""
 
+import dataclasses
 import io
 import tempfile
+import typing
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
+from pipeline import keys
 from pipeline.frames import extract_frames
 from pipeline.hashing import sha256_bytes
 from pipeline.quarantine import quarantine_bad_footage
+from pipeline.training import TrainingRecipe
 from resources.storage import ArtifactStore
 
 FRAME_COLUMNS = ["frame_key", "source", "video_id", "video_sha256", "target_s", "actual_s", "frame_index", "width",
@@ -52,9 +57,9 @@ def md_table(table: pd.DataFrame, max_rows: int = 40) -> dg.MetadataValue:
     return dg.MetadataValue.md(text)
 
 
-def load_frame_manifests(store: ArtifactStore, prefix: str = "frames/") -> pd.DataFrame:
+def load_frame_manifests(store: ArtifactStore, prefix: str = keys.FRAMES_PREFIX) -> pd.DataFrame:
     """Every extracted frame the store knows of (all `manifest.parquet` under `prefix`)."""
-    tables = [read_parquet(store, info.key) for info in store.list_keys(prefix) if info.key.endswith("manifest.parquet")]
+    tables = [read_parquet(store, info.key) for info in store.list_keys(prefix) if info.key.endswith(keys.MANIFEST_FILE)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FRAME_COLUMNS)
 
 
@@ -76,24 +81,24 @@ def write_package(store: ArtifactStore, frame_keys: list[str], task: str, packag
     return package
 
 
-class RecipeConfig(dg.Config):
+def config_from(settings: type, *, exclude: tuple[str, ...] = ()) -> type[dg.Config]:
+    """A launchpad Config with the fields, types and defaults of the core's settings dataclass, so the two
+    cannot drift apart (subclass it to add asset-only fields); `to_settings` turns one back into the other."""
+    hints = typing.get_type_hints(settings)
+    fields = {f.name: (hints[f.name], f.default if f.default is not dataclasses.MISSING else f.default_factory())
+              for f in dataclasses.fields(settings) if f.name not in exclude}
+    return pydantic.create_model(f"{settings.__name__}Fields", __base__=dg.Config, **fields)
+
+
+def to_settings(settings: type, config: dg.Config, **overrides):
+    """The core's settings dataclass from a Config made by `config_from`, field by field by name."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(settings) if f.name in type(config).model_fields}
+    return settings(**{**values, **overrides})
+
+
+class RecipeConfig(config_from(TrainingRecipe, exclude=("device", "workers"))):
     """A training recipe from the launchpad (the plan's, by default); every field maps to an
     Ultralytics train argument, `extra` takes any other."""
 
-    imgsz: int = 640
-    epochs: int = 50
-    batch: int = 32
-    optimizer: str = "SGD"
-    lr0: float = 0.01
-    cos_lr: bool = True
-    patience: int = 10
-    fliplr: float = 0.0
-    mixup: float = 0.0
-    seed: int = 0
-    extra: dict = {}
-
-    def recipe(self):
-        from pipeline.training import TrainingRecipe
-
-        return TrainingRecipe(self.imgsz, self.epochs, self.batch, self.optimizer, self.lr0, self.cos_lr,
-                              self.patience, self.fliplr, self.mixup, self.seed, extra=dict(self.extra))
+    def recipe(self) -> TrainingRecipe:
+        return to_settings(TrainingRecipe, self, extra=dict(self.extra))

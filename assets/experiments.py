@@ -52,7 +52,7 @@ def build_profile_asset(name: str, profile: Profile) -> dg.AssetsDefinition:
         recipe = TrainingRecipe(**{**profile.recipe.__dict__, **dict(config.overrides)})
         with tempfile.TemporaryDirectory(prefix=f"lbzf-profile-{name}-") as tmp:
             result = _train(context, store, trainer, base_weights, profile.model, recipe, name, Path(tmp))
-            key = f"models/profiles/{name}/{name}.pt"
+            key = keys.profile_weights_key(name)
             publish_weights(store, result.best, key, producer=f"profile_{name}", run_id=context.run_id)
             split = read_split(store)
             frames, gt = labelled_set(store, set(split.loc[split["split"] == "val", "frame_key"]))
@@ -67,9 +67,7 @@ def build_profile_asset(name: str, profile: Profile) -> dg.AssetsDefinition:
 
 
 profile_assets = [build_profile_asset(name, profile) for name, profile in PROFILES.items()]
-profiles_job = dg.define_asset_job("profiles_job", selection=dg.AssetSelection.assets(*profile_assets),
-                                   description="Every training profile, one step each: a failing profile does "
-                                               "not stop the others.")
+
 
 
 class FlipAblationConfig(dg.Config):
@@ -104,8 +102,8 @@ def flip_ablation(context: dg.AssetExecutionContext, config: FlipAblationConfig,
     report = {"arms": results, "paired_flip_on_minus_off": overall.to_dict("records")[0],
               "per_operation": by_op.to_dict("records"), "seed": config.seed}
     data = json.dumps(report, indent=2, default=float).encode()
-    store.write_bytes("reports/experiments/flip_ablation.json", data)
+    store.write_bytes(keys.FLIP_ABLATION_REPORT, data)
     return dg.MaterializeResult(metadata={"arms": md_table(pd.DataFrame(results).T.reset_index().round(4)),
                                           "paired_difference": md_table(overall.round(4)),
                                           "by_operation": md_table(by_op.round(4)),
-                                          "report_uri": store.uri("reports/experiments/flip_ablation.json")})
+                                          "report_uri": store.uri(keys.FLIP_ABLATION_REPORT)})

@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import read_parquet
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, split_key
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
 from pipeline import keys, registry
 from pipeline.calibration import (DEFAULT_FRAMES, CalibrationError, CalibrationSet, require_int8_calibration,
                                   select_calibration_frames, write_calibration_package)
@@ -33,7 +33,7 @@ class OnnxConfig(dg.Config):
 
 
 def _selected(store: ArtifactStore) -> dict:
-    return json.loads(store.read_bytes("models/selected_model.json"))
+    return json.loads(store.read_bytes(keys.SELECTED_MODEL))
 
 
 def _name(selected: dict) -> str:
@@ -47,7 +47,7 @@ def _n_classes(selected: dict) -> int:
 def _selected_weights(store: ArtifactStore, selected: dict, folder: Path) -> Path:
     """The selected `.pt`, checked (the sha256 models/selected_model.json recorded, and allow-listed)
     before anything unpickles it."""
-    recorded_by = "models/selected_model.json"
+    recorded_by = keys.SELECTED_MODEL
     if selected.get("key"):
         return fetch_weights(store, selected["key"], folder / Path(selected["key"]).name,
                              expected_sha256=selected.get("sha256"), recorded_by=recorded_by)
@@ -59,26 +59,25 @@ def _selected_weights(store: ArtifactStore, selected: dict, folder: Path) -> Pat
 
 
 def _onnx_key(name: str) -> str:
-    return f"{keys.model_prefix(name)}{name}.onnx"
+    return keys.model_keys(name).onnx
 
 
 def _engine_key(name: str) -> str:
-    return f"{keys.model_prefix(name)}{name}.engine"
+    return keys.model_keys(name).engine
 
 
 def _status_key(name: str) -> str:
-    """The outcome of the latest engine build (built / unavailable / failed), whatever it was."""
-    return f"{keys.model_prefix(name)}{name}.engine.status.json"
+    return keys.model_keys(name).engine_status
 
 
 def _deployments_key(name: str) -> str:
-    return f"{keys.model_prefix(name)}{name}.engine.deployments.json"
+    return keys.model_keys(name).engine_deployments
 
 
 def calibration_keys(name: str) -> dict[str, str]:
-    prefix = f"{keys.model_prefix(name)}calibration/"
-    return {"manifest": f"{prefix}calibration_set.json", "package": f"{prefix}calibration_set.zip",
-            "cache": f"{prefix}calib.cache"}
+    where = keys.model_keys(name)
+    return {"manifest": where.calibration_manifest, "package": where.calibration_package,
+            "cache": where.calibration_cache}
 
 
 def _json(store: ArtifactStore, key: str) -> dict | list | None:
@@ -105,7 +104,7 @@ def onnx_model(context: dg.AssetExecutionContext, config: OnnxConfig, store: Art
         weights = _selected_weights(store, selected, folder)
         onnx_path = export_onnx(weights, folder / f"{name}.onnx", imgsz=selected["imgsz"], opset=config.opset)
         spec = inspect_onnx(onnx_path, imgsz=selected["imgsz"], n_classes=_n_classes(selected), opset=config.opset)
-        frames = read_parquet(store, "frames/stage_a/manifest.parquet")["frame_key"].head(config.parity_frames)
+        frames = read_parquet(store, keys.STAGE_A_MANIFEST)["frame_key"].head(config.parity_frames)
         images = []
         for key in frames:
             images.append(folder / keys.package_file_name(key))
@@ -149,7 +148,7 @@ def int8_calibration_set(context: dg.AssetExecutionContext, config: CalibrationS
     split = read_split(store)
     onnx_meta = json.loads(store.read_bytes(f"{_onnx_key(name)}.json"))
     frame_keys = select_calibration_frames(split, config.n_frames, seed=config.seed)
-    manifest = CalibrationSet(frame_keys=frame_keys, split_sha256=sha256_bytes(store.read_bytes(split_key())),
+    manifest = CalibrationSet(frame_keys=frame_keys, split_sha256=sha256_bytes(store.read_bytes(keys.BASE_SPLIT)),
                               onnx_sha256=onnx_meta["onnx_sha256"], imgsz=int(selected["imgsz"]), seed=config.seed)
     where = calibration_keys(name)
     with tempfile.TemporaryDirectory(prefix="lbzf-calib-") as tmp:
@@ -235,7 +234,7 @@ def _validate_engine(context, store: ArtifactStore, builder: EngineBuilder, sele
         return not_validated("validation_frames is 0")
     frame_keys, gt = _validation_set(store, config.validation_frames)
     if not frame_keys:
-        return not_validated(f"no labelled frames in the {VALIDATION_SPLIT} split of {split_key()}")
+        return not_validated(f"no labelled frames in the {VALIDATION_SPLIT} split of {keys.BASE_SPLIT}")
     try:
         weights = _selected_weights(store, selected, folder)
     except RuntimeError as exc:

@@ -7,7 +7,7 @@ import pandas as pd
 
 from assets.common import FRAME_COLUMNS, extract_to_store, md_table, write_package, write_parquet
 from assets.plots import contact_sheet
-from assets.partitions import video_partitions
+from orchestration.partitions import video_partitions
 from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.frames import probe_video
@@ -72,7 +72,7 @@ def video_frames(context: dg.AssetExecutionContext, config: FramesConfig, store:
     with quarantine_bad_footage(store, row["key"]), store.local_copy(row["key"]) as local:
         info = probe_video(local)
     table = extract_to_store(store, row["key"], every_n_seconds(info.usable_duration_s, config.step_s), source="ops",
-                             video_id=video_id, frame_prefix=f"frames/ops/{video_id}/")
+                             video_id=video_id, frame_prefix=keys.frames_prefix("ops", video_id))
     manifest_sha = write_parquet(store, keys.frames_manifest_key("ops", video_id), table)
     sheet = contact_sheet(store, table["frame_key"].tolist())
     return dg.MaterializeResult(metadata={
@@ -104,7 +104,7 @@ def plant_photo_frames(store: ArtifactStore) -> dg.MaterializeResult:
                      "actual_s": 0.0, "frame_index": 0, "width": image.shape[1], "height": image.shape[0],
                      "jpeg_sha256": digest})
     table = pd.DataFrame(rows, columns=FRAME_COLUMNS)
-    digest = write_parquet(store, "frames/photos/manifest.parquet", table)
+    digest = write_parquet(store, keys.PHOTOS_MANIFEST, table)
     return dg.MaterializeResult(metadata={"photos": len(table), "manifest_sha256": digest})
 
 
@@ -125,22 +125,22 @@ def stage_a_sample(context: dg.AssetExecutionContext, config: StageASampleConfig
         with quarantine_bad_footage(store, row.key), store.local_copy(row.key) as local:
             choice, targets = plan_window(local, window_s=config.window_s, step_s=config.step_s)
         table = extract_to_store(store, row.key, targets, source="stage_a", video_id=row.video_id,
-                                 frame_prefix=f"frames/stage_a/{row.video_id}/")
+                                 frame_prefix=keys.frames_prefix("stage_a", row.video_id))
         tables.append(table)
         windows.append({"video_id": row.video_id, "operation": row.operation, "window_start_s": choice.start_s,
                         "window_end_s": choice.end_s, "motion_score": round(choice.score, 4), "frames": len(table)})
     frames = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FRAME_COLUMNS)
-    digest = write_parquet(store, "frames/stage_a/manifest.parquet", frames)
+    digest = write_parquet(store, keys.STAGE_A_MANIFEST, frames)
     window_table = pd.DataFrame(windows)
-    write_parquet(store, "frames/stage_a/windows.parquet", window_table)
-    package = write_package(store, frames["frame_key"].tolist(), "stage_a", "annotations/packages/stage_a.zip")
+    write_parquet(store, keys.STAGE_A_WINDOWS, window_table)
+    package = write_package(store, frames["frame_key"].tolist(), "stage_a", keys.STAGE_A_PACKAGE)
     short = [op for op, n in chosen.groupby("operation").size().items() if n < config.per_category]
     if short:
         context.log.warning(f"operations with fewer than {config.per_category} videos: {short}")
     return dg.MaterializeResult(metadata={
         "videos": len(chosen), "frames": len(frames), "operations": int(chosen["operation"].nunique()),
         "short_operations": ", ".join(short) or "none", "windows": md_table(window_table),
-        "manifest_sha256": digest, "seed": config.seed, "cvat_package_uri": store.uri("annotations/packages/stage_a.zip"),
+        "manifest_sha256": digest, "seed": config.seed, "cvat_package_uri": store.uri(keys.STAGE_A_PACKAGE),
         "cvat_package_sha256": package.get("zip_sha256", ""),
         "contact_sheet": contact_sheet(store, frames["frame_key"].tolist()),
     })

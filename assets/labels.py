@@ -27,8 +27,8 @@ cvat_exports = dg.AssetSpec("cvat_exports", group_name="sources", kinds={"cvat"}
                             description="CVAT exports (COCO 1.0 zip/json, CVAT XML) under "
                                         "annotations/incoming/<task>/<annotator>/. Never modified.")
 
-ANNOTATIONS_KEY = "annotations/normalized/annotations.parquet"
-IMAGES_KEY = "annotations/normalized/images.parquet"
+ANNOTATIONS_KEY = keys.ANNOTATIONS
+IMAGES_KEY = keys.ANNOTATION_IMAGES
 DATA_VERSION = "v0"
 
 
@@ -184,10 +184,6 @@ class SplitAssetConfig(dg.Config):
     ratio_tolerance: float = 0.10
 
 
-def split_key(version: str = DATA_VERSION) -> str:
-    return keys.split_key(version)
-
-
 def labelled_frames(store: ArtifactStore) -> pd.DataFrame:
     """One row per labelled frame with its source video (photos are their own 'video'). Monthly hard
     examples (source 'hard', post-install buffer frames) are not part of the v0 split: Stage C assigns
@@ -213,12 +209,12 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
     table = frame_splits(frames, assignment)
     data, digest = split_csv(table)
     revision = _store_split_revision(context, store, data, digest)
-    write_parquet(store, f"{keys.dataset_prefix(DATA_VERSION)}split_assignment.parquet", assignment)
-    store.write_bytes(f"{keys.dataset_prefix(DATA_VERSION)}split_config.json", json.dumps(asdict(settings)).encode())
+    write_parquet(store, keys.dataset_keys(DATA_VERSION).split_assignment, assignment)
+    store.write_bytes(keys.dataset_keys(DATA_VERSION).split_config, json.dumps(asdict(settings)).encode())
     per_split = table.groupby("split").agg(frames=("frame_key", "size"), videos=("video_id", "nunique"),
                                            operations=("operation", "nunique")).reset_index()
     return dg.MaterializeResult(metadata={
-        "data_version": DATA_VERSION, "split_sha256": digest, "uri": store.uri(split_key()), "frames": len(table),
+        "data_version": DATA_VERSION, "split_sha256": digest, "uri": store.uri(keys.split_key(DATA_VERSION)), "frames": len(table),
         "groups": int(assignment["group"].nunique()), "per_split": md_table(per_split),
         "ratios": md_table(ratio_report(assignment, settings)), "seed": config.seed,
         "deployment_test_frames": int((table["split"] == DEPLOYMENT_TEST).sum()),
@@ -230,9 +226,10 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
 def _store_split_revision(context, store: ArtifactStore, data: bytes, digest: str) -> dict:
     """Write the split as a new revision when it changed (labels arrive in waves), keep the earlier
     revision, and record why; refuse to rewrite a split a model was trained from."""
-    key = split_key()
+    dataset = keys.dataset_keys(DATA_VERSION)
+    key = dataset.split
     current = store.read_bytes(key) if store.exists(key) else None
-    record_key, lock_key = keys.split_record_key(DATA_VERSION), keys.split_lock_key(DATA_VERSION)
+    record_key, lock_key = dataset.split_record, dataset.split_lock
     record = json.loads(store.read_bytes(record_key)) if store.exists(record_key) else None
     lock = json.loads(store.read_bytes(lock_key)) if store.exists(lock_key) else None
     change = compare_splits(current, data)
@@ -241,7 +238,7 @@ def _store_split_revision(context, store: ArtifactStore, data: bytes, digest: st
     frozen = {"frozen_by": f"{lock.get('model')} (run {lock.get('run_id')})"} if lock else {}
     if current_sha == digest and record is not None:
         return {**record["revisions"][-1], "why": f"unchanged since revision {len(record['revisions'])}", **frozen}
-    revision_key = keys.split_revision_key(DATA_VERSION, len((record or {}).get("revisions", [])) + 1, digest)
+    revision_key = dataset.split_revision(len((record or {}).get("revisions", [])) + 1, digest)
     store.write_if_absent_or_same(revision_key, data)
     record = next_record(record, sha256=digest, change=change, run_id=context.run_id, revision_key=revision_key,
                          at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -256,7 +253,7 @@ def _store_split_revision(context, store: ArtifactStore, data: bytes, digest: st
 def read_split(store: ArtifactStore) -> pd.DataFrame:
     import io
 
-    return pd.read_csv(io.BytesIO(store.read_bytes(split_key())), dtype={"recorded_day": str, "video_id": str,
+    return pd.read_csv(io.BytesIO(store.read_bytes(keys.split_key(DATA_VERSION))), dtype={"recorded_day": str, "video_id": str,
                                                                          "camera": str, "group": str})
 
 
@@ -271,9 +268,9 @@ def split_has_no_leaks(store: ArtifactStore) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=dataset_split, blocking=True, description="Group shares within tolerance of 70/15/15")
 def split_ratios_within_tolerance(store: ArtifactStore) -> dg.AssetCheckResult:
-    prefix = keys.dataset_prefix(DATA_VERSION)
-    assignment = read_parquet(store, f"{prefix}split_assignment.parquet")
-    settings = json.loads(store.read_bytes(f"{prefix}split_config.json"))
+    where = keys.dataset_keys(DATA_VERSION)
+    assignment = read_parquet(store, where.split_assignment)
+    settings = json.loads(store.read_bytes(where.split_config))
     report = ratio_report(assignment, SplitConfig(tuple(settings["ratios"]), settings["seed"],
                                                   settings["by_camera_day"], settings["ratio_tolerance"]))
     return dg.AssetCheckResult(passed=bool(report["within_tolerance"].all()), metadata={"ratios": md_table(report)})
@@ -318,10 +315,10 @@ def primary_labels(images: pd.DataFrame, boxes: pd.DataFrame) -> tuple[pd.DataFr
 def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.MaterializeResult:
     """images/ + labels/ per split and lbzf_person_v0.yaml, versioned with the split hash."""
     split = read_split(store)
-    split_sha = sha256_bytes(store.read_bytes(split_key()))
+    split_sha = sha256_bytes(store.read_bytes(keys.split_key(DATA_VERSION)))
     chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
     frames = split.merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
-    prefix = keys.dataset_prefix(DATA_VERSION)
+    prefix = keys.dataset_keys(DATA_VERSION).folder
     with tempfile.TemporaryDirectory(prefix="lbzf-dataset-") as tmp:
         root = Path(tmp)
         local = []
@@ -341,7 +338,7 @@ def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.
         store.delete(key)
     text = dataset_yaml(prefix.rstrip("/"), ["person"], version=DATA_VERSION, split_sha256=split_sha,
                         splits=sorted(counts))
-    yaml_key = f"{prefix}lbzf_person_{DATA_VERSION}.yaml"
+    yaml_key = keys.dataset_keys(DATA_VERSION).yaml
     store.write_bytes(yaml_key, text.encode())
     rows = [{"split": k, **v} for k, v in sorted(counts.items())]
     return dg.MaterializeResult(metadata={

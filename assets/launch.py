@@ -18,9 +18,9 @@ import pandas as pd
 from assets.common import load_frame_manifests, md_table
 from pipeline import keys, registry
 from pipeline.hashing import sha256_bytes
-from pipeline.promotion import PromotionThresholds, decide
-from pipeline.shadow import (SIMULATED_FILE, check_simulation_allowed, load_logs, logs_prefix, shadow_report,
-                             shadow_words, simulate_logs, simulated_warning, to_parquet_bytes)
+from pipeline.promotion import PromotionThresholds, decide_promotion
+from pipeline.shadow import (SIMULATED_FILE, check_simulation_allowed, load_logs, shadow_report, shadow_words,
+                             simulate_logs, simulated_warning, to_parquet_bytes)
 from pipeline.weights import fetch_weights
 from resources.engine_builder import EngineBuilder
 from resources.shadow_policy import ShadowPolicy
@@ -33,8 +33,8 @@ def _selected(store: ArtifactStore) -> dict:
     return json.loads(store.read_bytes(SELECTED_KEY))
 
 
-def _report_key(version: str, name: str, kind: str) -> str:
-    return f"{keys.model_prefix(name)}{kind}_{version}.json"
+def _report_key(version: str, kind: str) -> str:
+    return keys.version_keys(version).report(kind)
 
 
 def _write_json(store: ArtifactStore, key: str, doc: dict) -> str:
@@ -60,9 +60,9 @@ class LaunchShadowConfig(dg.Config):
 
 def _buffer_frames(store: ArtifactStore, max_frames: int) -> pd.DataFrame:
     """Post-install camera frames (the rolling buffer), in capture order, evenly thinned to max_frames."""
-    frames = load_frame_manifests(store, "frames/buffer/")
+    frames = load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX)
     if frames.empty:
-        raise registry.RegistryError("frames/buffer/", "frame_key", 0, "materialize buffer_frames for some buffer "
+        raise registry.RegistryError(keys.BUFFER_FRAMES_PREFIX, "frame_key", 0, "materialize buffer_frames for some buffer "
                                      "clips first (buffer_footage_sensor does it as clips arrive)",
                                      problem="no camera frames to simulate a shadow run on")
     parts = frames["frame_key"].str.split("/")
@@ -86,7 +86,7 @@ def v0_shadow_report(context: dg.AssetExecutionContext, config: LaunchShadowConf
         return skip
     check_simulation_allowed(config.simulate, shadow_policy.allow_simulated, "v0_shadow_report")
     version, production = selected["version"], registry.production(store)
-    prefix = logs_prefix(version)
+    prefix = keys.shadow_logs_prefix(version)
     listing = lambda p: (i.key for i in store.list_keys(p))  # noqa: E731
     _logs, files, source = load_logs(listing, store.read_bytes, prefix)
     simulated = {}
@@ -115,7 +115,7 @@ def v0_shadow_report(context: dg.AssetExecutionContext, config: LaunchShadowConf
     report = shadow_report(logs, candidate=version, production=str(production["version"]), conf=config.conf,
                            iou_threshold=config.iou_threshold)
     report.update({"logs_prefix": prefix, "log_files": files, "source": source, **simulated})
-    key = _report_key(version, selected["model"], "shadow_report")
+    key = _report_key(version, "shadow_report")
     digest = _write_json(store, key, report)
     if not files:
         context.log.warning(f"no shadow logs for {version} under {prefix} yet: deploy its engine in shadow mode "
@@ -171,15 +171,15 @@ def v0_launch(context: dg.AssetExecutionContext, config: LaunchConfig, store: Ar
     if (skip := _nothing_to_launch(selected)) is not None:
         return skip
     version, name = selected["version"], selected["model"]
-    eval_key = f"{keys.model_prefix(name)}eval_{version}.json"
+    eval_key = _report_key(version, "eval")
     comparison = launch_comparison(json.loads(store.read_bytes(eval_key))) if store.exists(eval_key) else None
-    shadow_key = _report_key(version, name, "shadow_report")
+    shadow_key = _report_key(version, "shadow_report")
     shadow = json.loads(store.read_bytes(shadow_key)) if store.exists(shadow_key) else None
     thresholds = replace(config.thresholds(), allow_simulated_shadow=shadow_policy.allow_simulated)
     before = registry.production(store)
-    decision = decide(comparison, shadow, thresholds, candidate=version, production=str(before["version"]),
+    decision = decide_promotion(comparison, shadow, thresholds, candidate=version, production=str(before["version"]),
                       rolled_back_entry=registry.rolled_back(store, version))
-    engine_key = f"{keys.model_prefix(name)}{name}.engine"
+    engine_key = keys.version_keys(version).engine
     entry = {"version": version, "model": name, "weights_key": selected["key"], "weights_sha256": selected["sha256"],
              "engine_key": engine_key if store.exists(engine_key) else None,
              "engine_sha256": sha256_bytes(store.read_bytes(engine_key)) if store.exists(engine_key) else None,
@@ -202,7 +202,7 @@ def v0_launch(context: dg.AssetExecutionContext, config: LaunchConfig, store: Ar
               "production_after": after["version"], "run_id": context.run_id, "deployment": deployment,
               "shadow_source": (shadow or {}).get("source", "none"),
               "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    key = _report_key(version, name, "launch")
+    key = _report_key(version, "launch")
     digest = _write_json(store, key, record)
     rows = [{"check": c["kind"], "subject": c["subject"], "value": str(c["value"]), "threshold": str(c["threshold"]),
              "passed": "yes" if c["passed"] else "NO"} for c in decision.checks]
@@ -225,7 +225,7 @@ def _deploy_production(context, store: ArtifactStore, engine_builder: EngineBuil
                 f"{type(engine_builder).__name__} has no device to deploy to"}
     key = entry.get("engine_key")
     if not key:
-        raise registry.RegistryError(f"{keys.model_prefix(entry['model'])}", "engine", None,
+        raise registry.RegistryError(keys.model_keys(entry["model"]).folder, "engine", None,
                                      "build and validate v0's engine first (tensorrt_engine)",
                                      problem="no TensorRT engine for v0 in the store")
     with tempfile.TemporaryDirectory(prefix="lbzf-launch-") as tmp:

@@ -10,15 +10,16 @@ import pydantic
 
 from assets.common import RecipeConfig, md_table, read_parquet, write_parquet
 from assets.footage import read_video_manifest, stage_a_sample
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, annotations, primary_labels, read_split, split_key, yolo_dataset
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, annotations, primary_labels, read_split, yolo_dataset
 from assets.plots import confidence_histogram, paired_plot, recall_by_operation, worst_frames
 from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
 from pipeline.detector import load_model, predict_persons
 from pipeline.errors import PipelineInputError
-from pipeline.gate import GateThresholds, check_gate_setting, decide
+from pipeline.gate import GateThresholds, check_gate_setting, decide_fine_tuning
 from pipeline.hashing import sha256_bytes, sha256_file
+from pipeline.model_record import OFF_SHELF, ModelRecord
 from pipeline.paired import paired_difference
 from pipeline.weights import UNTRAINED_WARNING, accept_weights, check_weights, fetch_weights, publish_weights
 from pipeline.yolo_dataset import localize_yaml
@@ -26,10 +27,10 @@ from resources.base_weights import BaseWeights
 from resources.storage import ArtifactStore
 from resources.trainer import Trainer
 
-STAGE_A_PREFIX = "reports/stage_a/"
 MODEL_VERSION = "v0"
-MODEL_NAME = f"yolov8n_lbzf_{MODEL_VERSION}"
-MODEL_KEY = f"{keys.model_prefix(MODEL_NAME)}{MODEL_NAME}.pt"
+MODEL_KEYS = keys.version_keys(MODEL_VERSION)
+MODEL_NAME = MODEL_KEYS.name
+MODEL_KEY = MODEL_KEYS.weights
 
 
 def labelled_set(store: ArtifactStore, frame_keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -91,8 +92,8 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
     and the gate decision. With include_test_split, the labelled test split is scored too."""
     stage_a = set(read_parquet(store, keys.STAGE_A_MANIFEST)["frame_key"])
     if config.include_test_split:
-        if not store.exists(split_key()):
-            raise PipelineInputError(split_key(), "include_test_split", True,
+        if not store.exists(keys.split_key(MODEL_VERSION)):
+            raise PipelineInputError(keys.split_key(MODEL_VERSION), "include_test_split", True,
                                      "materialize dataset_split first (it needs the Stage B labels), or run Stage A "
                                      "on the Stage A sample alone (include_test_split: false)", problem="no split yet")
         split = read_split(store)
@@ -111,7 +112,7 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
     table = per_frame(frames, gt, preds, iou_threshold=config.iou_threshold, fp_conf=config.fp_conf)
     point = summary(table)
     ci = cluster_bootstrap(table, "video_id", n_boot=config.n_boot, seed=config.seed)
-    decision = decide(point["recall"], ci["recall_ci"], point["median_best_conf"], ci["median_best_conf_ci"],
+    decision = decide_fine_tuning(point["recall"], ci["recall_ci"], point["median_best_conf"], ci["median_best_conf_ci"],
                       point["n_frames_with_person"],
                       GateThresholds(config.min_recall, config.min_median_conf, config.inconclusive_action,
                                      config.gate_rule))
@@ -121,9 +122,9 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
         report["warning"] = UNTRAINED_WARNING
         context.log.warning(f"STAGE A: {UNTRAINED_WARNING}. {weights.note}")
     report_bytes = json.dumps(report, indent=2, default=float).encode()
-    store.write_bytes(f"{STAGE_A_PREFIX}stage_a_report.json", report_bytes)
-    write_parquet(store, f"{STAGE_A_PREFIX}per_frame.parquet", table)
-    write_parquet(store, f"{STAGE_A_PREFIX}predictions.parquet", preds)
+    store.write_bytes(keys.STAGE_A_REPORT, report_bytes)
+    write_parquet(store, keys.STAGE_A_PER_FRAME, table)
+    write_parquet(store, keys.STAGE_A_PREDICTIONS, preds)
     by_op = breakdown(table, "operation")
     return dg.MaterializeResult(metadata={
         "WARNING": UNTRAINED_WARNING if weights.untrained else "none: official/allow-listed weights",
@@ -136,7 +137,7 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
         "by_camera": md_table(breakdown(table, "camera")),
         "confidence_histogram": confidence_histogram(table), "recall_by_operation": recall_by_operation(table),
         "worst_frames": worst_frames(store, table, gt, preds),
-        "report_sha256": sha256_bytes(report_bytes), "report_uri": store.uri(f"{STAGE_A_PREFIX}stage_a_report.json"),
+        "report_sha256": sha256_bytes(report_bytes), "report_uri": store.uri(keys.STAGE_A_REPORT),
     })
 
 
@@ -146,8 +147,8 @@ class StageBConfig(RecipeConfig):
 
 def _materialize_dataset(store: ArtifactStore, local_root: Path) -> Path:
     """Copy the stored dataset to a fresh local folder and write a yaml with its absolute path."""
-    prefix = keys.dataset_prefix(MODEL_VERSION)
-    yaml_key = f"{prefix}lbzf_person_{MODEL_VERSION}.yaml"
+    prefix = keys.dataset_keys(MODEL_VERSION).folder
+    yaml_key = keys.dataset_keys(MODEL_VERSION).yaml
     for sub in ("images/", "labels/"):
         for info in store.list_keys(prefix + sub):
             store.download_file(info.key, local_root / info.key[len(prefix):])
@@ -171,7 +172,7 @@ def _materialize_dataset(store: ArtifactStore, local_root: Path) -> Path:
 )
 def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: ArtifactStore, trainer: Trainer,
             base_weights: BaseWeights):
-    report = json.loads(store.read_bytes(f"{STAGE_A_PREFIX}stage_a_report.json"))
+    report = json.loads(store.read_bytes(keys.STAGE_A_REPORT))
     gate_says = bool(report["gate"]["fine_tune"])
     model_key = MODEL_KEY
     if gate_says or config.force:
@@ -187,34 +188,36 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
                                  on_epoch=lambda row: context.log.info(f"epoch {row}"), context=context)
         publish_weights(store, result.best, model_key, producer="stage_b", run_id=context.run_id)
         curves = pd.DataFrame(result.curves)
-        write_parquet(store, f"{keys.model_prefix(MODEL_NAME)}train_curves.parquet", curves)
+        write_parquet(store, MODEL_KEYS.train_curves, curves)
         yield dg.MaterializeResult(asset_key="stage_b_model", metadata={
             "why": why, "sha256": result.best_sha256, "uri": store.uri(model_key), "epochs_run": result.epochs_run,
             "resumed": result.resumed, "recipe": dg.MetadataValue.json(config.recipe().train_args()),
             "base_weights": weights.path, "base_untrained": weights.untrained,
             "curves": md_table(curves.round(4)), "final": dg.MetadataValue.json(result.final_metrics)})
-        selected = {"model": MODEL_NAME, "key": model_key, "sha256": result.best_sha256, "why": why,
-                    "version": MODEL_VERSION, "imgsz": config.imgsz}
+        selected = ModelRecord(version=MODEL_VERSION, model=MODEL_NAME, weights_key=model_key,
+                               weights_sha256=result.best_sha256, imgsz=config.imgsz, why=why).to_selected()
     else:
         weights_meta = report["weights"]
-        selected = {"model": "off-shelf", "key": None, "path": weights_meta["path"], "sha256": weights_meta["sha256"],
-                    "why": "gate: " + report["gate"]["outcome"], "version": "off-shelf", "imgsz": config.imgsz}
+        selected = ModelRecord(version=OFF_SHELF, model=OFF_SHELF, weights_key=None, weights_path=weights_meta["path"],
+                               weights_sha256=weights_meta["sha256"], imgsz=config.imgsz,
+                               why="gate: " + report["gate"]["outcome"]).to_selected()
         context.log.info("Stage B skipped: the gate says the off-the-shelf detector suffices")
     data = json.dumps(selected, indent=2).encode()
-    store.write_bytes("models/selected_model.json", data)
+    store.write_bytes(keys.SELECTED_MODEL, data)
     yield dg.MaterializeResult(asset_key="selected_model", metadata={**{k: v for k, v in selected.items() if v},
                                                                       "pointer_sha256": sha256_bytes(data)})
 
 
 def _lock_split(store: ArtifactStore, run_id: str) -> None:
     """From here on the split is frozen: dataset_split refuses to rewrite it (pipeline/split_revisions.py)."""
-    lock_key = keys.split_lock_key(MODEL_VERSION)
+    lock_key = keys.dataset_keys(MODEL_VERSION).split_lock
     if store.exists(lock_key):
         return
     from datetime import datetime, timezone
 
     store.write_bytes(lock_key, json.dumps({
-        "split_sha256": sha256_bytes(store.read_bytes(split_key())), "model": MODEL_NAME, "run_id": run_id,
+        "split_sha256": sha256_bytes(store.read_bytes(keys.split_key(MODEL_VERSION))), "model": MODEL_NAME,
+        "run_id": run_id,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2).encode())
 
 
@@ -241,12 +244,12 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     comparison against the off-the-shelf detector on the same frames."""
     split = read_split(store)
     model_key = MODEL_KEY
-    base = json.loads(store.read_bytes(f"{STAGE_A_PREFIX}stage_a_report.json"))["weights"]
+    base = json.loads(store.read_bytes(keys.STAGE_A_REPORT))["weights"]
     comparison = None
     with tempfile.TemporaryDirectory(prefix="lbzf-eval-") as tmp:
         weights = fetch_weights(store, model_key, Path(tmp) / Path(model_key).name)
         result, tables = {"model": MODEL_NAME, "model_sha256": sha256_file(weights),
-                          "split_sha256": sha256_bytes(store.read_bytes(split_key())),
+                          "split_sha256": sha256_bytes(store.read_bytes(keys.BASE_SPLIT)),
                           "baseline_weights": base, "splits": {}}, []
         for name in ("val", "test", "deployment_test"):
             frames, gt = labelled_set(store, set(split.loc[split["split"] == name, "frame_key"]))
@@ -287,7 +290,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
             tables.append({"split": name, "frames": len(frames), "P": pr["precision"], "R": pr["recall"],
                            "mAP50": ap["ap50"], "mAP50-95": ap["ap50_95"], "frame_recall": entry["per_frame"]["recall"]})
     data = json.dumps(result, indent=2, default=float).encode()
-    key = f"{keys.model_prefix(MODEL_NAME)}eval_{MODEL_VERSION}.json"
+    key = MODEL_KEYS.report("eval")
     store.write_bytes(key, data)
     metadata = {"uri": store.uri(key), "sha256": sha256_bytes(data), "per_split": md_table(pd.DataFrame(tables).round(4))}
     if comparison is not None:
@@ -305,8 +308,8 @@ def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame
     join the split by their video); otherwise the base weights Stage A used are run again (checked
     against its recorded sha256). Weights that cannot be loaded again (an untrained architecture that
     was not kept) leave the comparison to Stage A's frames, and `frames_compared` says how many."""
-    stored = read_parquet(store, f"{STAGE_A_PREFIX}predictions.parquet")
-    scored = set(read_parquet(store, f"{STAGE_A_PREFIX}per_frame.parquet")["frame_key"])
+    stored = read_parquet(store, keys.STAGE_A_PREDICTIONS)
+    scored = set(read_parquet(store, keys.STAGE_A_PER_FRAME)["frame_key"])
     if set(frames["frame_key"]) <= scored:
         return stored[stored["frame_key"].isin(set(frames["frame_key"]))], frames
     with tempfile.TemporaryDirectory(prefix="lbzf-base-") as tmp:
@@ -320,7 +323,7 @@ def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame
 def base_weights_file(store: ArtifactStore, base: dict, folder: Path) -> Path | None:
     """A checked local copy of the base weights Stage A recorded (its report's `weights`), or None
     when they cannot be loaded again."""
-    recorded_by = f"Stage A ({STAGE_A_PREFIX}stage_a_report.json)"
+    recorded_by = f"Stage A ({keys.STAGE_A_REPORT})"
     if base.get("key"):
         return fetch_weights(store, base["key"], folder / Path(base["key"]).name, expected_sha256=base["sha256"],
                              recorded_by=recorded_by)

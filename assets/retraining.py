@@ -20,31 +20,31 @@ import dagster as dg
 import pandas as pd
 
 from assets.buffer import hard_examples
-from assets.common import RecipeConfig, load_frame_manifests, md_table, read_parquet, write_parquet
+from assets.common import (RecipeConfig, config_from, load_frame_manifests, md_table, read_parquet, to_settings,
+                           write_parquet)
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
 from assets.models import detect
-from assets.partitions import monthly_partitions
+from orchestration.partitions import monthly_partitions
 from pipeline import keys, registry
 from pipeline.coco_map import average_precision
 from pipeline.detection_metrics import per_frame, summary
 from pipeline.hashing import sha256_bytes, sha256_file
-from pipeline.jobs import production_freshness_job, retraining_resume_job
 from pipeline.paired import paired_difference
-from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide
-from pipeline.shadow import SIMULATED_FILE, check_simulation_allowed, load_logs, logs_prefix, \
+from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
+from pipeline.shadow import SIMULATED_FILE, check_simulation_allowed, load_logs, \
     shadow_report as make_shadow_report, shadow_words, simulate_logs, simulated_warning, to_parquet_bytes
 from resources.shadow_policy import ShadowPolicy
 from pipeline.split import split_csv
+from pipeline.model_record import ModelRecord
 from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
-                                 dataset_name, dataset_prefix, engine_key, is_version, model_name, model_prefix,
-                                 split_key, weights_key)
+                                 dataset_name, is_version, model_name)
 from pipeline.weights import check_weights, fetch_weights, publish_weights
 from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
 from resources.engine_builder import EngineBuilder
 from resources.storage import ArtifactStore
 from resources.trainer import Trainer
 
-RETRAINING_PREFIX = "retraining/"
+RETRAINING_PREFIX = keys.RETRAINING_PREFIX
 LABEL_TABLE_COLUMNS = ["frame_key", "video_id", "camera", "day", "group", "split", "reason", "n_boxes", "width",
                        "height", "annotator", "month"]
 
@@ -58,11 +58,11 @@ def task_name(month: str) -> str:
 
 
 def labels_key(month: str) -> str:
-    return f"{RETRAINING_PREFIX}{month}/hard_example_labels.parquet"
+    return keys.month_keys(month).hard_labels
 
 
 def candidate_pointer_key(month: str) -> str:
-    return f"{RETRAINING_PREFIX}{month}/candidate.json"
+    return keys.month_keys(month).candidate_pointer
 
 
 def _json(store: ArtifactStore, key: str):
@@ -82,7 +82,7 @@ def _run_id(context) -> str:
 
 def _month_candidate(store: ArtifactStore, month: str) -> dict:
     pointer = _json(store, candidate_pointer_key(month))
-    return _json(store, f"{model_prefix(pointer['version'])}model_card.json")
+    return _json(store, keys.version_keys(pointer["version"]).model_card)
 
 
 # --------------------------------------------------------------------------- hard_example_labels
@@ -109,7 +109,7 @@ def hard_example_labels(context: dg.AssetExecutionContext, config: HardLabelsCon
     hard_examples_<YYYY-MM> has been imported."""
     month = _month(context)
     task = task_name(month)
-    manifest_key = f"frames/hard/{month}/manifest.parquet"
+    manifest_key = keys.hard_frames_manifest_key(month)
     if not store.exists(manifest_key):
         _waiting(context, month, f"nothing to label for {month}: hard_examples sent no frames (see its metadata)")
         return
@@ -124,7 +124,7 @@ def hard_example_labels(context: dg.AssetExecutionContext, config: HardLabelsCon
                                      "hard_example_labels_sensor resumes this month)", exports=len(landed))
         else:
             _waiting(context, month, f"waiting for labels of task {task}: {len(sent)} frames were sent "
-                                     f"({store.uri(f'{RETRAINING_PREFIX}{month}/cvat_task_package.zip')}); the CVAT "
+                                     f"({store.uri(keys.month_keys(month).task_package)}); the CVAT "
                                      f"export is expected at {keys.INCOMING_ANNOTATIONS}{task}/<annotator>/",
                      frames_sent=len(sent))
         return
@@ -163,7 +163,7 @@ class CandidateConfig(RecipeConfig):
 def all_hard_labels(store: ArtifactStore, up_to_month: str) -> pd.DataFrame:
     """Every month's labelled hard examples up to and including `up_to_month`."""
     tables = [read_parquet(store, i.key) for i in store.list_keys(RETRAINING_PREFIX)
-              if i.key.endswith("/hard_example_labels.parquet") and i.key.split("/")[1] <= up_to_month]
+              if (keys.hard_labels_month(i.key) or "9999") <= up_to_month]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LABEL_TABLE_COLUMNS)
 
 
@@ -182,11 +182,11 @@ def _production_weights(store: ArtifactStore, entry: dict, folder: Path) -> Path
 def _candidate_weights(store: ArtifactStore, card: dict, target: Path) -> Path:
     """The candidate's `.pt`, checked against its model card and the allow-list before it is unpickled."""
     return fetch_weights(store, card["weights_key"], target, expected_sha256=card.get("weights_sha256"),
-                         recorded_by=f"{model_prefix(card['version'])}model_card.json")
+                         recorded_by=keys.version_keys(card["version"]).model_card)
 
 
 def _card_month(store: ArtifactStore, version) -> str | None:
-    key = f"{model_prefix(version)}model_card.json" if version and is_version(str(version)) else None
+    key = keys.version_keys(str(version)).model_card if version and is_version(str(version)) else None
     return _json(store, key).get("month") if key and store.exists(key) else None
 
 
@@ -244,11 +244,11 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                                       recipe=recipe.train_args())
         version, reused_version = registry.reserve_version(store, identity=identity, month=month)
         name = model_name(version)
-        store.write_if_absent_or_same(split_key(version), split_bytes)
-        card_key = f"{model_prefix(version)}model_card.json"
+        store.write_if_absent_or_same(keys.split_key(version), split_bytes)
+        card_key = keys.version_keys(version).model_card
         trained = False
         if store.exists(card_key) and _json(store, card_key)["identity"] == identity and \
-                store.exists(weights_key(version)):
+                store.exists(keys.weights_key(version)):
             card = _json(store, card_key)
             context.log.info(f"{version} was already trained from these inputs: reusing it")
         else:
@@ -263,36 +263,37 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             data_yaml = root / f"{dataset_name(version)}.yaml"
             data_yaml.write_text(dataset_yaml(str(root.resolve()), ["person"], version=version,
                                               split_sha256=split_sha, splits=sorted(counts)))
-            store.write_bytes(f"{dataset_prefix(version)}{dataset_name(version)}.yaml",
-                              dataset_yaml(dataset_prefix(version).rstrip("/"), ["person"], version=version,
+            store.write_bytes(keys.dataset_keys(version).yaml,
+                              dataset_yaml(keys.dataset_keys(version).folder.rstrip("/"), ["person"], version=version,
                                            split_sha256=split_sha, splits=sorted(counts)).encode())
-            write_parquet(store, f"{dataset_prefix(version)}labels.parquet", person_boxes)
+            write_parquet(store, keys.dataset_keys(version).labels, person_boxes)
             result = trainer.fit(recipe, data_yaml, str(parent), _train_dir(name, identity),
                                  on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context)
-            publish_weights(store, result.best, weights_key(version), producer="candidate_model",
+            publish_weights(store, result.best, keys.weights_key(version), producer="candidate_model",
                             run_id=context.run_id)
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            card = {"version": version, "model": name, "month": month, "identity": identity,
+            card = {**ModelRecord(version=version, model=name, weights_key=keys.weights_key(version),
+                                  weights_sha256=result.best_sha256, imgsz=recipe.imgsz,
+                                  model_created_at=now).entry_fields(),
+                    "month": month, "identity": identity,
                     "parent_version": production.get("version"), "parent_weights_sha256": parent_sha,
-                    "weights_key": weights_key(version), "weights_sha256": result.best_sha256,
-                    "engine_key": None, "engine_sha256": None, "imgsz": recipe.imgsz,
-                    "dataset_version": version, "split_key": split_key(version), "split_sha256": split_sha,
-                    "recipe": recipe.train_args(), "model_created_at": now, "trained_at": now,
+                    "dataset_version": version, "split_key": keys.split_key(version), "split_sha256": split_sha,
+                    "recipe": recipe.train_args(), "trained_at": now,
                     "run_id": context.run_id, "epochs_run": result.epochs_run, "resumed": result.resumed,
                     "final_metrics": result.final_metrics, "dataset_counts": counts,
-                    "train_frames": {"v0": int((~train["frame_key"].str.startswith("frames/hard/")).sum()),
-                                     "hard_examples": int(train["frame_key"].str.startswith("frames/hard/").sum())},
+                    "train_frames": {"v0": int((~train["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX)).sum()),
+                                     "hard_examples": int(train["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).sum())},
                     "hard_example_months": sorted(hard["month"].unique().tolist()) if len(hard) else []}
             _write_json(store, card_key, card)
             trained = True
     _write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
-    per_split = table.assign(source=table["frame_key"].str.startswith("frames/hard/").map(
+    per_split = table.assign(source=table["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).map(
         {True: "hard examples", False: "v0"})).groupby(["split", "source"]).size().rename("frames").reset_index()
     return dg.MaterializeResult(metadata={
         "version": version, "model": name, "parent_version": str(card["parent_version"]),
         "trained": trained, "reused_version": reused_version, "weights_sha256": card["weights_sha256"],
-        "uri": store.uri(weights_key(version)), "dataset_version": dataset_name(version), "split_sha256": split_sha,
-        "split_uri": store.uri(split_key(version)), "per_split": md_table(per_split),
+        "uri": store.uri(keys.weights_key(version)), "dataset_version": dataset_name(version), "split_sha256": split_sha,
+        "split_uri": store.uri(keys.split_key(version)), "per_split": md_table(per_split),
         "hard_examples_trained": int(card["train_frames"]["hard_examples"]),
         "recipe": dg.MetadataValue.json(card["recipe"]), "protected_splits": "test, deployment_test: never trained on "
         "(checked)", "final": dg.MetadataValue.json(card.get("final_metrics") or {})})
@@ -374,7 +375,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
               "candidate_weights_sha256": card["weights_sha256"], "production_weights_sha256":
               production.get("weights_sha256"), "subsets": subsets, "n_boot": config.n_boot, "seed": config.seed,
               "iou_threshold": config.iou_threshold, "cluster": "video_id"}
-    key = f"{model_prefix(card['version'])}comparison_{card['version']}.json"
+    key = keys.version_keys(card["version"]).report("comparison")
     digest = _write_json(store, key, report)
     table = pd.DataFrame(rows)
     return dg.MaterializeResult(metadata={
@@ -400,7 +401,7 @@ class ShadowConfig(dg.Config):
 def held_out_buffer_frames(store: ArtifactStore, month: str, exclude_within_s: float) -> pd.DataFrame:
     """Buffer frames of the month (frame_key, video_id, camera, captured_at) that no trained hard
     example shows: nothing within `exclude_within_s` of one on the same clip."""
-    frames = load_frame_manifests(store, "frames/buffer/")
+    frames = load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX)
     if frames.empty:
         return frames.assign(camera=[], captured_at=[])
     parts = frames["frame_key"].str.split("/")
@@ -412,7 +413,7 @@ def held_out_buffer_frames(store: ArtifactStore, month: str, exclude_within_s: f
     hard = all_hard_labels(store, month)
     trained = hard[hard["split"] == TRAIN]
     if len(trained):
-        manifests = load_frame_manifests(store, "frames/hard/")
+        manifests = load_frame_manifests(store, keys.HARD_FRAMES_PREFIX)
         trained = manifests[manifests["frame_key"].isin(set(trained["frame_key"]))]
         near = frames.merge(trained[["video_id", "actual_s"]], on="video_id", suffixes=("", "_hard"))
         near = near[(near["actual_s"] - near["actual_s_hard"]).abs() < exclude_within_s]
@@ -432,7 +433,7 @@ def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: E
         engine_local, sidecar_local = _engine_files(store, engine_builder, card, folder)
         deploy = getattr(engine_builder, "deploy_engine", None)
         if deploy is None:
-            return {"status": "built, not deployed", "engine_key": engine_key(version),
+            return {"status": "built, not deployed", "engine_key": keys.engine_key(version),
                     "reason": f"{type(engine_builder).__name__} has no device to deploy to"}
         result = deploy(engine_local, mode="shadow", metadata_path=sidecar_local)
         context.log.info(f"{name} deployed in shadow mode: {result.to_metadata()}")
@@ -444,7 +445,7 @@ def _engine_files(store: ArtifactStore, engine_builder: EngineBuilder, card: dic
     from pipeline.export import export_onnx
 
     version, name = card["version"], card["model"]
-    key = engine_key(version)
+    key = keys.engine_key(version)
     engine_local, sidecar_local = folder / f"{name}.engine", folder / f"{name}.engine.json"
     if not store.exists(key):
         weights = _candidate_weights(store, card, folder / f"{name}.pt")
@@ -453,7 +454,7 @@ def _engine_files(store: ArtifactStore, engine_builder: EngineBuilder, card: dic
         if not built.built:
             raise RuntimeError(f"engine for {version} not built: {built.reason}")
         sidecar = built.metadata_path if built.metadata_path and Path(built.metadata_path).exists() else None
-        store.upload_file(onnx_path, f"{model_prefix(version)}{name}.onnx")
+        store.upload_file(onnx_path, keys.version_keys(version).onnx)
         store.upload_file(Path(built.engine_path), key)
         if sidecar:
             store.upload_file(sidecar, key + ".json")
@@ -475,7 +476,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     card = _month_candidate(store, month)
     production = month_parent(store, month)
     version = card["version"]
-    prefix = logs_prefix(version)
+    prefix = keys.shadow_logs_prefix(version)
     check_simulation_allowed(config.simulate, shadow_policy.allow_simulated, "shadow_report")
     deployment = _deploy_candidate_to_shadow(context, store, engine_builder, card)
     files = [i.key for i in store.list_keys(prefix) if i.key.endswith((".parquet", ".jsonl", ".json"))]
@@ -511,7 +512,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
         "rows_production": 0, "paired_frames": 0, "period_h": 0.0, "per_camera": [], "overall": None}
     report.update({"logs_prefix": prefix, "log_files": files, "source": source, "deployment": deployment,
                    **simulated})
-    key = f"{model_prefix(version)}shadow_report_{version}.json"
+    key = keys.version_keys(version).report("shadow_report")
     digest = _write_json(store, key, report)
     per_camera = pd.DataFrame(report["per_camera"])
     if not files:
@@ -530,21 +531,11 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
 # --------------------------------------------------------------------------- production_model (the gate)
 
 
-class PromotionConfig(dg.Config):
-    max_recall_drop: float = 0.02
-    max_conf_drop: float = 0.05
-    refuse_significantly_worse: bool = True
-    min_shadow_hours: float = 24.0
-    min_shadow_frames: int = 10
-    min_agreement: float = 0.80
-    max_detection_rate_diff: float = 0.10
-    max_shadow_conf_drop: float = 0.10
-    max_latency_ratio: float = 1.25
-    allow_rolled_back: bool = False
+class PromotionConfig(config_from(PromotionThresholds, exclude=("gated_subsets",))):
+    """The promotion thresholds from the launchpad (pipeline.promotion's defaults)."""
 
     def thresholds(self) -> PromotionThresholds:
-        return PromotionThresholds(**{k: getattr(self, k) for k in PromotionThresholds.__dataclass_fields__
-                                      if hasattr(self, k)})
+        return to_settings(PromotionThresholds, self)
 
 
 def _deploy_production_engine(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
@@ -568,7 +559,7 @@ def _deploy_production_engine(context, store: ArtifactStore, engine_builder: Eng
 
 
 def _with_engine(store: ArtifactStore, card: dict) -> dict:
-    key = engine_key(card["version"])
+    key = keys.engine_key(card["version"])
     if store.exists(key):
         return {**card, "engine_key": key, "engine_sha256": sha256_bytes(store.read_bytes(key))}
     return card
@@ -591,12 +582,12 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     card = _with_engine(store, _month_candidate(store, month))
     version = card["version"]
     before = registry.production(store)
-    comparison_key = f"{model_prefix(version)}comparison_{version}.json"
-    shadow_key = f"{model_prefix(version)}shadow_report_{version}.json"
+    comparison_key = keys.version_keys(version).report("comparison")
+    shadow_key = keys.version_keys(version).report("shadow_report")
     comparison = _json(store, comparison_key) if store.exists(comparison_key) else None
     shadow = _json(store, shadow_key) if store.exists(shadow_key) else None
     thresholds = replace(config.thresholds(), allow_simulated_shadow=shadow_policy.allow_simulated)
-    decision = decide(comparison, shadow, thresholds, rolled_back_entry=registry.rolled_back(store, version),
+    decision = decide_promotion(comparison, shadow, thresholds, rolled_back_entry=registry.rolled_back(store, version),
                       candidate=version, production=str((before or {}).get("version")))
     deployment, changed = {}, False
     if before and before.get("version") == version and before.get("weights_sha256") == card["weights_sha256"]:
@@ -615,7 +606,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
               "thresholds": thresholds.to_dict(), "production_before": (before or {}).get("version"),
               "production_after": (after or {}).get("version"), "run_id": context.run_id,
               "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "deployment": deployment}
-    _write_json(store, f"{model_prefix(version)}promotion_{version}.json", record)
+    _write_json(store, keys.version_keys(version).report("promotion"), record)
     metadata = {"decision": outcome, "candidate": version, "production_before": str(record["production_before"]),
                 "production_after": str(record["production_after"]), "changed": changed,
                 "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or
@@ -672,7 +663,7 @@ def production_pointer(context: dg.AssetExecutionContext, config: PointerConfig,
                 "weights_sha256": str(entry.get("weights_sha256")), "engine_sha256": str(entry.get("engine_sha256")),
                 "at": str(entry.get("at")), "why": str(entry.get("why")), "run_id": str(entry.get("run_id")),
                 "previous": str(entry.get("previous")), "history": _history_table(store),
-                "freshness": fresh["reason"], "pointer": "registry/production.json" if
+                "freshness": fresh["reason"], "pointer": registry.PRODUCTION_KEY if
                 store.exists(registry.PRODUCTION_KEY) else "none yet: production is the Stage B selection"}
     if deployment:
         metadata["device_deployment"] = dg.MetadataValue.json(deployment)
@@ -688,31 +679,3 @@ def production_model_fresh(config: FreshnessConfig, store: ArtifactStore) -> dg.
     result = registry.freshness(registry.production(store), max_age_days=config.max_age_days)
     return dg.AssetCheckResult(passed=result["passed"], severity=dg.AssetCheckSeverity.WARN,
                                metadata={k: (v if v is not None else "") for k, v in result.items()})
-
-
-# --------------------------------------------------------------------------- automation
-
-
-@dg.sensor(job=retraining_resume_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Resumes a month waiting for hard-example labels once its CVAT export has been imported.")
-def hard_example_labels_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore) -> dg.SensorResult:
-    instance = context.instance
-    sent = instance.get_materialized_partitions(dg.AssetKey("hard_examples"))
-    done = instance.get_materialized_partitions(dg.AssetKey("hard_example_labels"))
-    waiting = sorted(set(sent) - set(done))
-    if not waiting or not store.exists(IMAGES_KEY):
-        return dg.SensorResult(skip_reason=f"{len(waiting)} month(s) waiting; no labels imported yet")
-    info = store.stat(IMAGES_KEY)
-    tasks = set(read_parquet(store, IMAGES_KEY)["task"].astype(str))
-    runs = [dg.RunRequest(run_key=f"{p}@{info.etag}", partition_key=p, tags={"lbzf/resumed": "labels imported"})
-            for p in waiting if task_name(p[:7]) in tasks]
-    if not runs:
-        return dg.SensorResult(skip_reason=f"waiting for labels of {', '.join(task_name(p[:7]) for p in waiting)}")
-    return dg.SensorResult(run_requests=runs)
-
-
-production_freshness_schedule = dg.ScheduleDefinition(
-    job=production_freshness_job, cron_schedule="0 7 * * *",
-    execution_timezone=os.environ.get("LBZF_TIMEZONE", "America/Bogota"),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily: flag a production model older than 35 days.")

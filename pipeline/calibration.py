@@ -22,7 +22,6 @@ Where the cache is made: on the Jetson, with the TensorRT it will be used with (
 """
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,6 @@ from pipeline.errors import PipelineInputError
 from pipeline.hashing import sha256_bytes, sha256_file
 
 CALIBRATION_SPLIT = "train"
-FORBIDDEN_SPLITS = ("val", "test", "deployment_test")
 DEFAULT_FRAMES = 200
 CACHE_MAGIC = b"TRT-"  # TensorRT calibration caches start with e.g. "TRT-8601-EntropyCalibration2"
 PACKAGE_ROOT = "calibration"
@@ -232,7 +230,3 @@ def require_int8_calibration(precision: str, *, manifest: CalibrationSet | None,
     return {"calibration_frames": len(manifest.frame_keys), "calibration_split": CALIBRATION_SPLIT,
             "calibration_split_sha256": manifest.split_sha256, "calibration_onnx_sha256": manifest.onnx_sha256,
             "int8_calib_cache_sha256": sha256_file(cache)}
-
-
-def read_split_csv(data: bytes) -> pd.DataFrame:
-    return pd.read_csv(io.BytesIO(data), dtype={"frame_key": str, "split": str, "video_id": str})

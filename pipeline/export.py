@@ -127,13 +127,6 @@ def inspect_onnx(path: Path, *, imgsz: int, n_classes: int, opset: int | None = 
 # --------------------------------------------------------------------------- tensors in and out
 
 
-def _letterbox(image_bgr: np.ndarray, imgsz: int) -> np.ndarray:
-    """A BGR frame -> the network's (1, 3, imgsz, imgsz) float32 input."""
-    from ultralytics.data.augment import LetterBox
-
-    return to_tensor(LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)(image=image_bgr))
-
-
 def to_tensor(boxed_bgr: np.ndarray) -> np.ndarray:
     """Letterboxed HWC uint8 BGR -> (1, 3, H, W) float32 RGB in [0, 1]."""
     chw = boxed_bgr[..., ::-1].transpose(2, 0, 1)  # BGR -> RGB, HWC -> CHW

@@ -61,7 +61,7 @@ def _frames_needed(estimate: float, ci: list[float], threshold: float, n_frames:
     return max(0, math.ceil(n_frames * (half / distance) ** 2) - n_frames)
 
 
-def decide(recall: float, recall_ci: list[float], median_conf: float, conf_ci: list[float], n_frames: int,
+def decide_fine_tuning(recall: float, recall_ci: list[float], median_conf: float, conf_ci: list[float], n_frames: int,
            thresholds: GateThresholds = GateThresholds()) -> GateDecision:
     checks = [("recall", recall, recall_ci, thresholds.min_recall),
               ("median best-box confidence", median_conf, conf_ci, thresholds.min_median_conf)]

@@ -11,7 +11,7 @@ FLAGGED = ("red", "yellow")
 
 
 @dataclass(frozen=True)
-class HardExampleConfig:
+class HardExampleSampling:
     n: int = 200
     seed: int = 0
     min_gap_s: float = 20.0  # flags closer than this on one camera show the same moment
@@ -90,7 +90,7 @@ def attach_clips(flags: pd.DataFrame, clips: pd.DataFrame) -> pd.DataFrame:
     }, columns=ATTACHED_COLUMNS)
 
 
-def sample(flags: pd.DataFrame, config: HardExampleConfig = HardExampleConfig()) -> tuple[pd.DataFrame, dict]:
+def sample(flags: pd.DataFrame, config: HardExampleSampling = HardExampleSampling()) -> tuple[pd.DataFrame, dict]:
     """Draw up to `config.n` flagged frames. Round-robin over (camera, day) strata so no camera or
     day dominates; within a stratum a seeded random order; a frame within `min_gap_s` of one already
     taken on the same camera is a near-duplicate and skipped. Returns the sample and a summary that

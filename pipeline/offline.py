@@ -40,12 +40,3 @@ def ultralytics_yolo():
     if SETTINGS.get("sync"):
         SETTINGS.update({"sync": False})
     return YOLO
-
-
-def ultralytics_asset(name: str) -> Path:
-    """Path of a file that ships inside the installed Ultralytics package (e.g. assets/bus.jpg)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("ultralytics")
-    assert spec and spec.origin
-    return Path(spec.origin).parent / name

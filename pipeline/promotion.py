@@ -156,7 +156,7 @@ def shadow_checks(shadow: dict | None, t: PromotionThresholds) -> list[dict]:
     return checks
 
 
-def decide(comparison: dict | None, shadow: dict | None, thresholds: PromotionThresholds = PromotionThresholds(),
+def decide_promotion(comparison: dict | None, shadow: dict | None, thresholds: PromotionThresholds = PromotionThresholds(),
            *, rolled_back_entry: dict | None = None, candidate: str | None = None,
            production: str | None = None) -> Decision:
     """Promote only when every check passes; otherwise refuse with every failing check's reason."""

@@ -27,15 +27,18 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import sha256_bytes
-from pipeline.versioning import is_version, latest_version, next_version, weights_key
+from pipeline import model_record
+from pipeline.model_record import ModelRecord
+from pipeline.versioning import is_version, latest_version, next_version
 
-PRODUCTION_KEY = "registry/production.json"
-VERSIONS_PREFIX = "registry/versions/"
-SELECTED_MODEL_KEY = "models/selected_model.json"
-STAGE_A_REPORT_KEY = "reports/stage_a/stage_a_report.json"
-OFF_SHELF = "off-shelf"
+PRODUCTION_KEY = keys.PRODUCTION_POINTER
+VERSIONS_PREFIX = keys.VERSIONS_PREFIX
+SELECTED_MODEL_KEY = keys.SELECTED_MODEL
+STAGE_A_REPORT_KEY = keys.STAGE_A_REPORT
+OFF_SHELF = model_record.OFF_SHELF
 MAX_AGE_DAYS = 35
 ENTRY_FIELDS = ("version", "model", "weights_key", "weights_sha256", "engine_key", "engine_sha256", "imgsz",
                 "model_created_at", "action", "at", "why", "run_id", "previous", "rolled_back_from", "sequence")
@@ -193,7 +196,7 @@ def promote(store, candidate: dict, *, why: str, run_id: str, now: datetime | No
         raise RegistryError(key, "weights_sha256", actual, "the weights changed after the candidate was recorded; "
                             "re-run candidate_model", problem=f"weights sha256 is not the recorded "
                                                              f"{candidate['weights_sha256']}")
-    entry = {field: candidate.get(field) for field in ENTRY_FIELDS}
+    entry = ModelRecord.from_entry(candidate).entry_fields()
     entry.update({"action": "promote", "at": _iso(now or _now()), "why": why, "run_id": run_id,
                   "previous": current.get("version"), "rolled_back_from": None,
                   "sequence": int(current.get("sequence") or 0) + 1})
@@ -274,9 +277,9 @@ def reserve_version(store, *, identity: str, month: str) -> tuple[str, bool]:
         seen = [r["version"] for r in known] + [e.get("version") for e in history(store)]
         version = next_version(latest_version([v for v in seen if v and is_version(v)]))
         data = json.dumps({"version": version, "identity": identity, "month": month,
-                           "weights_key": weights_key(version)}, indent=2, sort_keys=True).encode()
+                           "weights_key": keys.weights_key(version)}, indent=2, sort_keys=True).encode()
         try:
-            store.write_if_absent_or_same(f"{VERSIONS_PREFIX}{version}.json", data)
+            store.write_if_absent_or_same(keys.version_reservation_key(version), data)
             return version, False
         except Exception as exc:  # the store's ArtifactConflictError: another run took this version first
             if not hasattr(exc, "existing_sha256"):

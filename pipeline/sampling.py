@@ -45,11 +45,6 @@ def every_n_seconds(duration_s: float, step_s: float, start_s: float = 0.0) -> l
     return targets
 
 
-def operation_targets(duration_s: float, step_s: float = OPERATION_STEP_S) -> list[float]:
-    """Operation videos: one frame every `step_s` (2 s) from the start."""
-    return every_n_seconds(duration_s, step_s)
-
-
 def buffer_targets(duration_s: float, step_s: float = BUFFER_STEP_S) -> list[float]:
     """Camera ring-buffer clips: one frame every `step_s` (30 s) from the start."""
     return every_n_seconds(duration_s, step_s)

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from pipeline import keys
 from pipeline.boxes import greedy_match
 from pipeline.errors import PipelineInputError
 
@@ -38,8 +39,7 @@ class ShadowLogError(PipelineInputError):
     """A shadow log that does not follow the schema."""
 
 
-def logs_prefix(version: str) -> str:
-    return f"shadow/{version}/logs/"
+logs_prefix = keys.shadow_logs_prefix
 
 
 # --------------------------------------------------------------------------- reading and validating

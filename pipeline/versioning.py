@@ -27,7 +27,6 @@ import re
 
 import pandas as pd
 
-from pipeline import keys
 from pipeline.errors import PipelineInputError
 
 MODEL_FAMILY = "yolov8n_lbzf"
@@ -78,30 +77,9 @@ def model_name(version: str) -> str:
     return f"{MODEL_FAMILY}_{version}"
 
 
-def model_prefix(version: str) -> str:
-    return keys.model_prefix(model_name(version))
-
-
-def weights_key(version: str) -> str:
-    return f"{model_prefix(version)}{model_name(version)}.pt"
-
-
-def engine_key(version: str) -> str:
-    return f"{model_prefix(version)}{model_name(version)}.engine"
-
-
 def dataset_name(version: str) -> str:
     parse_version(version)
     return f"{DATASET_FAMILY}_{version}"
-
-
-def dataset_prefix(version: str) -> str:
-    dataset_name(version)  # validates the version
-    return keys.dataset_prefix(version)
-
-
-def split_key(version: str) -> str:
-    return f"{dataset_prefix(version)}dataset_split_{version}.csv"
 
 
 def candidate_identity(*, month: str, parent_sha256: str, split_sha256: str, recipe: dict) -> str:

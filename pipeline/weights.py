@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import sha256_file
 
@@ -69,11 +70,8 @@ def resolve_base_weights(setting: str, *, local_candidate: Path | None, allowed:
 # the caller knows which bytes it expects, equal to them). The record is write-once per hash, so
 # concurrent producers never race on a shared list.
 
-PRODUCED_PREFIX = "registry/weights/"
-
-
-def produced_key(sha256: str) -> str:
-    return f"{PRODUCED_PREFIX}{sha256}.json"
+PRODUCED_PREFIX = keys.PRODUCED_WEIGHTS_PREFIX
+produced_key = keys.produced_weights_key
 
 
 def publish_weights(store, local: Path, key: str, *, producer: str, run_id: str | None = None) -> str:
@@ -145,16 +143,12 @@ def fetch_weights(store, key: str, target: Path, *, expected_sha256: str | None 
 # run, a parent in Stage C, the device) uses the very same bytes, checked by sha256.
 
 
-def untrained_key(architecture: str) -> str:
-    return f"models/base/{Path(architecture).stem}_untrained_seed0.pt"
-
-
 def untrained_stand_in(store, cache_dir: Path, resolved: ResolvedWeights, *, seed: int = 0) -> ResolvedWeights:
     """`resolved` (an untrained fallback) backed by a stored, hashed checkpoint: made once (seeded) and
     reused from the store afterwards."""
     from pipeline.offline import ultralytics_yolo
 
-    key = untrained_key(resolved.path)
+    key = keys.untrained_weights_key(resolved.path)
     local = Path(cache_dir) / Path(key).name
     local.parent.mkdir(parents=True, exist_ok=True)
     if not store.exists(key):

@@ -6,7 +6,7 @@ import dagster as dg
 
 class ShadowPolicy(dg.ConfigurableResource):
     """`allow_simulated`: may a shadow run be simulated here (replayed on this machine instead of logged
-    by the Jetson)? Chosen per deployment (pipeline/deployments.py): local yes, prod never. Every
+    by the Jetson)? Chosen per deployment (orchestration/deployments.py): local yes, prod never. Every
     simulated run says "simulated" in its report, the promotion record, the pointer and the UI."""
 
     allow_simulated: bool = False

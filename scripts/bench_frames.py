@@ -14,7 +14,7 @@ What it does, in one process run (peak memory comes from a child process, batche
    encoded by x264 (ultrafast with CABAC and deblocking, crf 21, fixed GOP, no B-frames): gop2 7.1 Mbit/s
    with keyframes 12 % of the bytes, camera 4.9 Mbit/s (less noise), like the clips in FRAMES-NOTES.md.
    `--quick` makes them 60 s / 60 s / 120 s.
-2. The demo footage: `pipeline.demo.generate.generate_demo(root, SMALL)` (or `--demo-root` of an existing
+2. The demo footage: `demo.generate.generate_demo(root, SMALL)` (or `--demo-root` of an existing
    store); its operation videos (480x272, 5 fps, B-frames) at 1 frame / 2 s, times summed over the videos.
 3. For every clip, with the same targets:
    ours   `extract_frames` (index pass + decode of the needed GOP spans + RGB + JPEG q95 + sha256 + write)
@@ -489,7 +489,7 @@ def _generate(args: tuple[str, ClipSpec]) -> str:
 
 
 def _demo(root: str) -> str:
-    from pipeline.demo.generate import SMALL, generate_demo
+    from demo.generate import SMALL, generate_demo
 
     generate_demo(Path(root), SMALL)
     return root

@@ -17,7 +17,7 @@ import numpy as np
 
 def _frames(folder: Path, n: int) -> list[Path]:
     """Real photographs (the demo's scenes) cropped and scaled like camera frames."""
-    from pipeline.demo.scene import View, clamp_view, load_photos, render
+    from demo.scene import View, clamp_view, load_photos, render
 
     rng = np.random.default_rng(0)
     paths = []

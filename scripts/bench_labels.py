@@ -80,7 +80,7 @@ def rendered_jpegs(n: int, seed: int = 0) -> list[bytes]:
     """n frames of the demo's virtual camera over the labelled photos (480 x 272 JPEGs, random views)."""
     import cv2
 
-    from pipeline.demo.scene import View, clamp_view, load_photos, render
+    from demo.scene import View, clamp_view, load_photos, render
 
     rng = np.random.default_rng(seed)
     photos = load_photos()

@@ -23,12 +23,16 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
+
+try:  # tests/ as a package or as a plain rootdir-relative directory
+    from tests.helpers import free_port
+except ImportError:  # pragma: no cover - depends on how pytest was started
+    from helpers import free_port
 
 SERVER_USER_WHEN_ROOT = "postgres"
 SUPERUSER = "dagster"  # the cluster's superuser role (initdb --username)
@@ -71,12 +75,6 @@ def postgres_missing_reason() -> str | None:
     except ImportError:  # pragma: no cover - dagster-postgres always brings it
         return "psycopg2 is not installed"
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclasses.dataclass

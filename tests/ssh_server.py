@@ -26,6 +26,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+try:  # tests/ as a package or as a plain rootdir-relative directory
+    from tests.helpers import free_port
+except ImportError:  # pragma: no cover - depends on how pytest was started
+    from helpers import free_port
+
 SSHD = os.environ.get("LBZF_TEST_SSHD", "/usr/sbin/sshd")
 
 
@@ -36,12 +41,6 @@ def sshd_missing_reason() -> str | None:
     if not shutil.which("ssh-keygen"):
         return "ssh-keygen not found: install openssh-client"
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def keygen(path: Path, comment: str = "lbzf-test") -> Path:

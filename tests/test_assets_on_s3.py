@@ -9,7 +9,7 @@ import pytest
 
 from assets.footage import plant_photo_frames, stage_a_sample, video_frames, video_manifest
 from assets.labels import annotations
-from pipeline.demo.generate import SMALL, generate_demo
+from demo.generate import SMALL, generate_demo
 from resources.storage import S3ArtifactStore
 
 pytestmark = pytest.mark.integration

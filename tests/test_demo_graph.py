@@ -30,8 +30,8 @@ def demo(tmp_path_factory):
     os.environ.update({"LBZF_STORAGE_ROOT": str(home / "store"), "DAGSTER_HOME": str(home / "dagster_home"),
                        "LBZF_TRAIN_DIR": str(home / "train_runs")})
     try:
-        from pipeline.demo.generate import SMALL, generate_demo
-        from pipeline.demo.run import run_demo
+        from demo.generate import SMALL, generate_demo
+        from demo.run import run_demo
 
         generate_demo(home / "store", SMALL)
         before = _source_hashes(home / "store")
@@ -167,7 +167,7 @@ SMOKE = {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "extra": {"close_mo
 
 
 def test_training_profiles_run_in_one_job_with_failures_isolated(demo):
-    from pipeline.definitions import build_definitions
+    from orchestration.definitions import build_definitions
 
     overrides = {"plan_yolov8n_640": SMOKE, "yolov8s_800": SMOKE, "yolo11n_adamw": {**SMOKE, "optimizer": "Nope"}}
     run_config = {"ops": {f"profile_{name}": {"config": {"overrides": o}} for name, o in overrides.items()}}
@@ -184,7 +184,7 @@ def test_flip_ablation_reports_a_paired_difference(demo):
     import dagster as dg
 
     from assets.experiments import flip_ablation
-    from pipeline.deployments import resources_for
+    from orchestration.deployments import resources_for
 
     result = dg.materialize([flip_ablation], instance=demo["instance"], resources=resources_for("local"),
                             run_config={"ops": {"flip_ablation": {"config": {

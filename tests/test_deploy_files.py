@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+try:  # tests/ as a package or as a plain rootdir-relative directory
+    from tests.helpers import free_port
+except ImportError:  # pragma: no cover - depends on how pytest was started
+    from helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -173,7 +177,7 @@ def test_cmd_module_exists_and_holds_the_definitions(cmd):
     import dagster as dg
 
     module = _option(cmd, "-m", "--module-name")
-    assert module == "pipeline.definitions"
+    assert module == "orchestration.definitions"
     assert importlib.util.find_spec(module) is not None
     definitions = importlib.import_module(module)
     assert isinstance(definitions.defs, dg.Definitions)
@@ -250,12 +254,6 @@ def test_workspace_grpc_yaml_is_valid_and_names_the_helm_location(cmd, monkeypat
     assert server["host"] == {"env": "LBZF_CODE_SERVER_HOST"} and server["port"] == {"env": "LBZF_CODE_SERVER_PORT"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serve(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as handle:
@@ -279,7 +277,7 @@ def test_image_cmd_serves_what_workspace_grpc_yaml_loads(cmd, tmp_path, monkeypa
     import dagster as dg
     from dagster._core.workspace.load import location_origins_from_yaml_paths
 
-    port = _free_port()
+    port = free_port()
     argv = list(cmd)
     argv[argv.index(_option(cmd, "-h", "--host"))] = "127.0.0.1"
     argv[argv.index(_option(cmd, "-p", "--port"))] = str(port)

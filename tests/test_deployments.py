@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deployments import resources_for
+from orchestration.deployments import resources_for
 from pipeline.errors import PipelineInputError
 from resources.engine_builder import JetsonSSHEngineBuilder, UnavailableEngineBuilder
 from resources.storage import LocalArtifactStore, S3ArtifactStore
@@ -74,7 +74,7 @@ def test_dagster_definitions_validate(deployment, tmp_path):
 
 
 def test_definitions_hold_the_whole_graph():
-    from pipeline.definitions import build_definitions
+    from orchestration.definitions import build_definitions
 
     defs = build_definitions("local", env={})
     graph = defs.resolve_asset_graph()

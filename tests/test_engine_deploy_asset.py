@@ -205,7 +205,8 @@ def seed_engine_store(store_root: Path, weights: Path, coco8: Path, *, label_con
     """`seed_model_store` plus the split (coco8 train -> train, val -> val) and labels for the val
     frames: the PyTorch model's own boxes at conf >= label_conf (see the module docstring)."""
     from assets.common import write_parquet
-    from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, split_key
+    from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY
+    from pipeline.keys import BASE_SPLIT
     from pipeline.export import decode, load_torch_model, preprocess, torch_raw
 
     store, frames = seed_model_store(store_root, weights, coco8)
@@ -213,7 +214,7 @@ def seed_engine_store(store_root: Path, weights: Path, coco8: Path, *, label_con
     split = frames.assign(operation="coco8", camera=frames["video_id"], recorded_day="2026-01-01",
                           group="g:" + frames["video_id"])
     columns = ["frame_key", "video_id", "operation", "camera", "recorded_day", "group", "split"]
-    store.write_bytes(split_key(), split[columns].sort_values("frame_key").to_csv(index=False).encode())
+    store.write_bytes(BASE_SPLIT, split[columns].sort_values("frame_key").to_csv(index=False).encode())
     model = load_torch_model(weights)
     boxes = []
     for key in split.loc[split["split"] == "val", "frame_key"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.hard_examples import HardExampleConfig, attach_clips, clip_table, sample
+from pipeline.hard_examples import HardExampleSampling, attach_clips, clip_table, sample
 
 T0 = pd.Timestamp("2025-03-01 08:00:00", tz="UTC")
 
@@ -29,7 +29,7 @@ def spaced(camera, day, n, quality="red", every_s=60, start_s=0):
 
 def test_fewer_flagged_than_asked_takes_all_and_says_so():
     table = flags(spaced("cam1", "2025-03-01", 3) + spaced("cam2", "2025-03-02", 2, quality="yellow"))
-    chosen, info = sample(table, HardExampleConfig(n=10))
+    chosen, info = sample(table, HardExampleSampling(n=10))
     assert len(chosen) == 5
     assert info["taken"] == 5 and info["asked"] == 10 and info["flagged"] == 5
     assert info["shortfall"] == 5
@@ -38,7 +38,7 @@ def test_fewer_flagged_than_asked_takes_all_and_says_so():
 
 
 def test_a_full_sample_reports_no_shortfall():
-    chosen, info = sample(flags(spaced("cam1", "2025-03-01", 30)), HardExampleConfig(n=10))
+    chosen, info = sample(flags(spaced("cam1", "2025-03-01", 30)), HardExampleSampling(n=10))
     assert len(chosen) == 10
     assert info["shortfall"] == 0
     assert info["note"] == "full sample"
@@ -48,7 +48,7 @@ def test_near_duplicates_on_one_camera_are_removed_and_counted():
     rows = [("cam1", "2025-03-01", s, "red") for s in (0, 5, 10)]  # one moment, three flags
     rows += [("cam1", "2025-03-01", 100, "yellow")]  # a different moment on the same camera
     rows += [("cam2", "2025-03-01", 5, "red")]  # the same instant on another camera is not a duplicate
-    chosen, info = sample(flags(rows), HardExampleConfig(n=50, min_gap_s=20))
+    chosen, info = sample(flags(rows), HardExampleSampling(n=50, min_gap_s=20))
     assert info["near_duplicates_removed"] == 2
     assert len(chosen) == 3
     cam1 = chosen[chosen["camera"] == "cam1"]["ts"].sort_values().tolist()
@@ -56,7 +56,7 @@ def test_near_duplicates_on_one_camera_are_removed_and_counted():
     assert (chosen["camera"] == "cam2").sum() == 1
     # No two sampled frames on one camera are closer than min_gap_s, whatever the seed.
     for seed in range(5):
-        picked, _ = sample(flags(rows), HardExampleConfig(n=50, min_gap_s=20, seed=seed))
+        picked, _ = sample(flags(rows), HardExampleSampling(n=50, min_gap_s=20, seed=seed))
         for _, group in picked.groupby("camera"):
             gaps = group["ts"].sort_values().diff().dropna().dt.total_seconds()
             assert (gaps >= 20).all()
@@ -64,47 +64,47 @@ def test_near_duplicates_on_one_camera_are_removed_and_counted():
 
 def test_min_gap_zero_keeps_every_flag():
     rows = [("cam1", "2025-03-01", s, "red") for s in (0, 5, 10)]
-    chosen, info = sample(flags(rows), HardExampleConfig(n=10, min_gap_s=0))
+    chosen, info = sample(flags(rows), HardExampleSampling(n=10, min_gap_s=0))
     assert len(chosen) == 3 and info["near_duplicates_removed"] == 0
 
 
 def test_sample_spreads_over_camera_days_and_keeps_the_small_stratum():
     big = spaced("cam1", "2025-03-01", 100)  # a busy camera-day
     small = spaced("cam2", "2025-03-02", 2)  # a quiet one
-    chosen, _ = sample(flags(big + small), HardExampleConfig(n=10))
+    chosen, _ = sample(flags(big + small), HardExampleSampling(n=10))
     assert len(chosen) == 10
     per_stratum = chosen.groupby(["camera", "day"]).size().to_dict()
     assert per_stratum == {("cam1", "2025-03-01"): 8, ("cam2", "2025-03-02"): 2}
 
     # Equal strata share equally: 3 camera-days (two cameras, two days) x 50 flags, 9 asked -> 3 each.
     even = spaced("cam1", "2025-03-01", 50) + spaced("cam1", "2025-03-02", 50) + spaced("cam2", "2025-03-01", 50)
-    chosen, _ = sample(flags(even), HardExampleConfig(n=9))
+    chosen, _ = sample(flags(even), HardExampleSampling(n=9))
     assert chosen.groupby(["camera", "day"]).size().tolist() == [3, 3, 3]
 
 
 def test_sample_is_deterministic_for_a_seed():
     table = flags(spaced("cam1", "2025-03-01", 60) + spaced("cam2", "2025-03-01", 60)
                   + spaced("cam2", "2025-03-02", 60, quality="yellow"))
-    first, info_1 = sample(table, HardExampleConfig(n=20, seed=4))
-    again, info_2 = sample(table.sample(frac=1.0, random_state=1), HardExampleConfig(n=20, seed=4))
+    first, info_1 = sample(table, HardExampleSampling(n=20, seed=4))
+    again, info_2 = sample(table.sample(frac=1.0, random_state=1), HardExampleSampling(n=20, seed=4))
     pd.testing.assert_frame_equal(first, again)
     assert info_1 == info_2 and info_1["seed"] == 4
     assert first[["camera", "ts"]].equals(first.sort_values(["camera", "ts"])[["camera", "ts"]])  # sorted output
-    picks = {tuple(sample(table, HardExampleConfig(n=20, seed=s))[0]["ts"]) for s in range(4)}
+    picks = {tuple(sample(table, HardExampleSampling(n=20, seed=s))[0]["ts"]) for s in range(4)}
     assert len(picks) > 1  # the seed is really used
 
 
 def test_green_frames_are_never_sampled():
     rows = spaced("cam1", "2025-03-01", 40, quality="green") + spaced("cam1", "2025-03-01", 5, start_s=30)
     rows += spaced("cam2", "2025-03-01", 40, quality="green") + [("cam2", "2025-03-01", 10_000, "yellow")]
-    chosen, info = sample(flags(rows), HardExampleConfig(n=100, min_gap_s=5))
+    chosen, info = sample(flags(rows), HardExampleSampling(n=100, min_gap_s=5))
     assert set(chosen["quality"]) == {"red", "yellow"}
     assert len(chosen) == 6
     assert info["flagged"] == 6
 
 
 def test_no_flags_gives_an_empty_sample_with_a_note():
-    chosen, info = sample(flags(spaced("cam1", "2025-03-01", 5, quality="green")), HardExampleConfig(n=10))
+    chosen, info = sample(flags(spaced("cam1", "2025-03-01", 5, quality="green")), HardExampleSampling(n=10))
     assert chosen.empty and info["taken"] == 0 and info["shortfall"] == 10
     assert info["note"].startswith("only 0 usable flagged frames")
 
@@ -169,7 +169,7 @@ def test_attach_then_sample_end_to_end():
     rows.append(("cam1", pd.Timestamp("2025-03-03 08:00:00", tz="UTC"), "red"))  # no clip that day: dropped
     attached = attach_clips(quality_log(rows), clips)
     assert len(attached) == 4 * 120
-    chosen, info = sample(attached, HardExampleConfig(n=40, min_gap_s=20))
+    chosen, info = sample(attached, HardExampleSampling(n=40, min_gap_s=20))
     assert len(chosen) == 40 and info["shortfall"] == 0
     assert chosen.groupby(["camera", "day"]).size().tolist() == [10, 10, 10, 10]
     assert ((chosen["offset_s"] >= 0) & (chosen["offset_s"] < 3600)).all()
@@ -179,7 +179,7 @@ def test_attach_then_sample_end_to_end():
 @pytest.mark.parametrize("n", [0, 1])
 def test_n_is_respected(n):
     chosen, info = sample(flags(spaced("cam1", "2025-03-01", 5) + spaced("cam2", "2025-03-01", 5)),
-                          HardExampleConfig(n=n))
+                          HardExampleSampling(n=n))
     assert len(chosen) == n and info["taken"] == n
 
 

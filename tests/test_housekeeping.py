@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from pipeline.housekeeping import store_housekeeping_job
+from orchestration.housekeeping import store_housekeeping_job
 from resources.storage import LocalArtifactStore
 
 

@@ -5,7 +5,7 @@ import pydantic
 import pytest
 
 from pipeline.errors import PipelineInputError, SplitError
-from pipeline.gate import GateThresholds, decide
+from pipeline.gate import GateThresholds, decide_fine_tuning as decide
 from pipeline.split import split_csv
 from pipeline.split_revisions import check_not_frozen, compare_splits, next_record
 

@@ -21,10 +21,10 @@ import pytest
 from assets.footage import video_frames, video_manifest
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, annotations
 from pipeline import keys
-from pipeline.demo.annotators import LabelledImage, coco_export_zip
-from pipeline.demo.encode import write_h264
-from pipeline.demo.motion import make_path
-from pipeline.demo.scene import boxes_in_view, load_photos, render
+from demo.annotators import LabelledImage, coco_export_zip
+from demo.encode import write_h264
+from demo.motion import make_path
+from demo.scene import boxes_in_view, load_photos, render
 from pipeline.errors import AnnotationError
 from resources.storage import LocalArtifactStore
 

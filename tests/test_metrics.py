@@ -8,7 +8,7 @@ import pytest
 from pipeline.boxes import greedy_match, iou_matrix
 from pipeline.coco_map import average_precision
 from pipeline.detection_metrics import cluster_bootstrap, per_frame, summary
-from pipeline.gate import GateThresholds, decide
+from pipeline.gate import GateThresholds, decide_fine_tuning
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
@@ -67,14 +67,14 @@ def test_cluster_bootstrap_resamples_videos_not_frames():
     ([0.92, 0.98], [0.60, 0.70], "inconclusive", True),
 ])
 def test_gate_outcomes(recall_ci, conf_ci, outcome, fine_tune):
-    decision = decide(float(np.mean(recall_ci)) - 0.01, recall_ci, 0.65, conf_ci, 250)
+    decision = decide_fine_tuning(float(np.mean(recall_ci)) - 0.01, recall_ci, 0.65, conf_ci, 250)
     assert decision.outcome == outcome and decision.fine_tune is fine_tune
     if outcome == "inconclusive":
         assert decision.extra_frames_needed and decision.extra_frames_needed > 0
 
 
 def test_gate_inconclusive_action_is_configurable():
-    decision = decide(0.95, [0.92, 0.98], 0.65, [0.6, 0.7], 250, GateThresholds(inconclusive_action="skip"))
+    decision = decide_fine_tuning(0.95, [0.92, 0.98], 0.65, [0.6, 0.7], 250, GateThresholds(inconclusive_action="skip"))
     assert decision.outcome == "inconclusive" and decision.fine_tune is False
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets.labels import dataset_split, near_duplicates_across_splits, split_key
-from pipeline.demo.scene import View, clamp_view, load_photos, render
+from assets.labels import dataset_split, near_duplicates_across_splits
+from demo.scene import View, clamp_view, load_photos, render
+from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.near_duplicates import PAIR_COLUMNS, cross_split_pairs, hamming, near_pairs, phash, phash_bytes
 from pipeline.split import split_csv
@@ -128,7 +129,7 @@ def _store_with_split(root, frames: dict[str, bytes], splits: dict[str, str]) ->
     table = pd.DataFrame({"frame_key": list(splits), "video_id": [k.split("/")[2] for k in splits],
                           "operation": "Collar", "camera": "cam1", "recorded_day": "2026-04-10",
                           "group": [f"g:{k.split('/')[2]}" for k in splits], "split": list(splits.values())})
-    store.write_bytes(split_key(), split_csv(table)[0])
+    store.write_bytes(keys.BASE_SPLIT, split_csv(table)[0])
     return store
 
 

@@ -12,11 +12,12 @@ import pytest
 
 from pipeline import registry
 from pipeline.hashing import sha256_bytes
+from pipeline.keys import split_key, weights_key
 from pipeline.paired import paired_difference
-from pipeline.promotion import PromotionThresholds, decide
+from pipeline.promotion import PromotionThresholds, decide_promotion
 from pipeline.shadow import shadow_report
 from pipeline.versioning import (TestSplitLeakError, assign_hard_examples, check_training_set, latest_version,
-                                 model_name, next_version, parse_version, split_key, weights_key)
+                                 model_name, next_version, parse_version)
 from resources.storage import LocalArtifactStore
 
 T0 = datetime(2026, 8, 2, 6, 0, tzinfo=timezone.utc)
@@ -180,14 +181,14 @@ def _shadow(**kwargs) -> dict:
 
 
 def test_a_candidate_that_passes_everything_is_promoted():
-    decision = decide(_comparison(0.92), _shadow(hours=26.0))
+    decision = decide_promotion(_comparison(0.92), _shadow(hours=26.0))
     assert decision.promote and decision.reasons == []
     assert {c["kind"] for c in decision.checks} >= {"comparison worse", "shadow too short", "shadow disagreement",
                                                     "shadow latency"}
 
 
 def test_refused_when_the_comparison_is_worse():
-    decision = decide(_comparison(0.55), _shadow(hours=26.0))
+    decision = decide_promotion(_comparison(0.55), _shadow(hours=26.0))
     assert not decision.promote
     assert any(r.startswith("comparison worse: on the frozen test split the candidate's recall is") for r in
                decision.reasons), decision.reasons
@@ -195,39 +196,39 @@ def test_refused_when_the_comparison_is_worse():
 
 
 def test_refused_when_the_shadow_run_disagrees():
-    decision = decide(_comparison(0.92), _shadow(hours=26.0, cam2_candidate_misses=True))
+    decision = decide_promotion(_comparison(0.92), _shadow(hours=26.0, cam2_candidate_misses=True))
     assert not decision.promote
     assert all(r.startswith("shadow disagreement: on cam2") for r in decision.reasons), decision.reasons
     assert any("agree on 0.50 of boxes" in r for r in decision.reasons)
 
 
 def test_refused_when_the_shadow_run_is_too_short():
-    decision = decide(_comparison(0.92), _shadow(hours=6.0))
+    decision = decide_promotion(_comparison(0.92), _shadow(hours=6.0))
     assert not decision.promote
     assert decision.reasons == [decision.reasons[0]] and decision.reasons[0].startswith(
         "shadow too short: the shadow logs span 6.0 h")
     assert "at least 24 h required" in decision.reasons[0]
     # the period is configurable
-    assert decide(_comparison(0.92), _shadow(hours=6.0), PromotionThresholds(min_shadow_hours=4)).promote
+    assert decide_promotion(_comparison(0.92), _shadow(hours=6.0), PromotionThresholds(min_shadow_hours=4)).promote
 
 
 def test_refused_without_shadow_logs():
     empty = shadow_report(_logs(hours=26.0).iloc[0:0], candidate="v0.1", production="v0")
     for shadow in (None, empty):
-        decision = decide(_comparison(0.92), shadow)
+        decision = decide_promotion(_comparison(0.92), shadow)
         assert not decision.promote
         assert decision.reasons and decision.reasons[0].startswith("missing shadow logs: no shadow logs")
     only_candidate = _logs(hours=26.0)
     only_candidate = only_candidate[only_candidate["model_version"] == "v0.1"]
-    decision = decide(_comparison(0.92), shadow_report(only_candidate, candidate="v0.1", production="v0"))
+    decision = decide_promotion(_comparison(0.92), shadow_report(only_candidate, candidate="v0.1", production="v0"))
     assert decision.reasons == ["missing shadow logs: 48 candidate and 0 production rows, but no frame logged by "
                                 "both (rows pair on camera and timestamp)"]
 
 
 def test_refused_without_a_comparison_and_when_superseded():
-    decision = decide(None, _shadow(hours=26.0))
+    decision = decide_promotion(None, _shadow(hours=26.0))
     assert decision.reasons[0].startswith("comparison missing")
-    decision = decide(_comparison(0.92), _shadow(hours=26.0), candidate="v0.1", production="v0.2")
+    decision = decide_promotion(_comparison(0.92), _shadow(hours=26.0), candidate="v0.1", production="v0.2")
     assert decision.reasons == ["superseded: production is already v0.2, newer than v0.1"]
 
 
@@ -312,9 +313,9 @@ def test_rollback_returns_to_the_previous_version_and_keeps_the_history(tmp_path
     # a rolled-back version is not quietly promoted again by a re-run of its month
     entry = registry.rolled_back(store, "v0.2")
     assert entry["why"] == "operator: false alarms on cam2"
-    decision = decide(_comparison(0.92), _shadow(hours=26.0), rolled_back_entry=entry)
+    decision = decide_promotion(_comparison(0.92), _shadow(hours=26.0), rolled_back_entry=entry)
     assert not decision.promote and decision.reasons[0].startswith("rolled back: this version was rolled back")
-    assert decide(_comparison(0.92), _shadow(hours=26.0), PromotionThresholds(allow_rolled_back=True),
+    assert decide_promotion(_comparison(0.92), _shadow(hours=26.0), PromotionThresholds(allow_rolled_back=True),
                   rolled_back_entry=entry).promote
 
 

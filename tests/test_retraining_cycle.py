@@ -28,10 +28,10 @@ def _seed(root: Path) -> None:
     """The state Stage A/B leaves behind, in miniature, plus a month of buffer footage."""
     from assets.common import FRAME_COLUMNS
     from pipeline import keys
-    from pipeline.demo.annotators import LabelledImage, careful, coco_export_zip
-    from pipeline.demo.generate import DemoConfig, _write_buffer
-    from pipeline.demo.motion import make_path
-    from pipeline.demo.scene import boxes_in_view, load_photos, render
+    from demo.annotators import LabelledImage, careful, coco_export_zip
+    from demo.generate import DemoConfig, _write_buffer
+    from demo.motion import make_path
+    from demo.scene import boxes_in_view, load_photos, render
     from pipeline.hashing import sha256_bytes
     from pipeline.offline import ultralytics_yolo
     from pipeline.weights import publish_weights
@@ -124,10 +124,10 @@ def cycle(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LBZF_STORAGE_ROOT", str(root))
         patch.setenv("LBZF_TRAIN_DIR", str(home / "train_runs"))
-        from assets.retraining import hard_example_labels_sensor
-        from pipeline.definitions import build_definitions
-        from pipeline.demo.run import annotate_hard_examples
-        from pipeline.sensors import annotation_exports_sensor
+        from orchestration.sensors import hard_example_labels_sensor
+        from orchestration.definitions import build_definitions
+        from demo.run import annotate_hard_examples
+        from orchestration.sensors import annotation_exports_sensor
 
         defs = build_definitions("local", env={"LBZF_STORAGE_ROOT": str(root)})
         store = defs.resources["store"]

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from pipeline.buffer_listing import BufferCursor, scan
-from pipeline.sensors import BufferSensorSettings, annotation_exports_sensor, buffer_footage_sensor
+from orchestration.sensors import BufferSensorSettings, annotation_exports_sensor, buffer_footage_sensor
 from resources.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 
 try:
@@ -530,7 +530,7 @@ def test_annotation_exports_landing_together_make_one_run(backend: Backend, inst
 
 
 def test_monthly_schedule_requests_the_month_that_just_ended(tmp_path: Path) -> None:
-    from pipeline.definitions import build_definitions
+    from orchestration.definitions import build_definitions
 
     defs = build_definitions("local", env={"LBZF_STORAGE_ROOT": str(tmp_path / "store")})
     schedule = defs.resolve_schedule_def("monthly_retraining_job_schedule")
@@ -550,7 +550,7 @@ def test_monthly_schedule_requests_the_month_that_just_ended(tmp_path: Path) -> 
 
 
 def test_schedule_and_sensors_are_registered() -> None:
-    from pipeline import definitions
+    from orchestration import definitions
 
     defs = definitions.defs
     assert "monthly_retraining_job_schedule" in {s.name for s in defs.schedules}

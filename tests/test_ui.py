@@ -1,7 +1,7 @@
 """What operators see: the small demo served by a real `dagster-webserver`, read through its GraphQL
 API and photographed with headless Chromium.
 
-The demo (pipeline/demo/run.py, small configuration) is built into a temporary home with
+The demo (demo/run.py, small configuration) is built into a temporary home with
 LBZF_STORAGE_ROOT / DAGSTER_HOME / LBZF_TRAIN_DIR pointing there for the module's duration; the
 webserver serves that DAGSTER_HOME with the repo's workspace.yaml on a free loopback port. The demo
 build takes a few minutes; the checks after it take seconds.
@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+try:  # tests/ as a package or as a plain rootdir-relative directory
+    from tests.helpers import free_port
+except ImportError:  # pragma: no cover - depends on how pytest was started
+    from helpers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -45,7 +49,7 @@ def demo_home(tmp_path_factory):
     os.environ.update({"LBZF_STORAGE_ROOT": str(home / "store"), "DAGSTER_HOME": str(home / "dagster_home"),
                        "LBZF_TRAIN_DIR": str(home / "train_runs")})
     try:
-        from pipeline.demo.run import run_demo
+        from demo.run import run_demo
 
         run_demo(home, small=True)
         yield home
@@ -55,12 +59,6 @@ def demo_home(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(base: str, query: str, variables: dict | None = None) -> dict:
@@ -100,7 +98,7 @@ def _wait_until_loaded(base: str, proc: subprocess.Popen, log: Path, timeout: fl
 @pytest.fixture(scope="module")
 def webserver(demo_home, tmp_path_factory):
     """`dagster-webserver` on 127.0.0.1:<free port> for the demo's DAGSTER_HOME; its base URL."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("webserver") / "webserver.log"
     exe = Path(sys.executable).with_name("dagster-webserver")
     with open(log, "wb") as handle:

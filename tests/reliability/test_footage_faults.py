@@ -15,7 +15,7 @@ from pipeline.errors import BadFootageError, SplitError
 from pipeline.frames import extract_frames, probe_video
 from pipeline.near_duplicates import cross_split_pairs, phash_bytes
 from pipeline.quarantine import quarantine_bad_footage, quarantine_key, read_record
-from pipeline.sensors import BufferSensorSettings, buffer_footage_sensor
+from orchestration.sensors import BufferSensorSettings, buffer_footage_sensor
 from pipeline.split import check_unique_sources
 from resources.storage import LocalArtifactStore
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from pipeline.deployments import resources_for
+from orchestration.deployments import resources_for
 from pipeline.errors import PipelineInputError
-from pipeline.sensors import BufferSensorSettings, annotation_exports_sensor, buffer_footage_sensor
+from orchestration.sensors import BufferSensorSettings, annotation_exports_sensor, buffer_footage_sensor
 from resources.storage import LocalArtifactStore
 
 
@@ -82,7 +82,7 @@ def test_kms_key_that_is_not_an_arn_is_refused_at_load(fault, value):
 
 @pytest.mark.fault("orchestration.invalid_run_config")
 def test_invalid_run_config_is_refused_naming_the_key(fault, tmp_path):
-    from pipeline.definitions import build_definitions
+    from orchestration.definitions import build_definitions
 
     defs = build_definitions("local", {"LBZF_STORAGE_ROOT": str(tmp_path / "store")})
     job = defs.resolve_job_def("frames_job")

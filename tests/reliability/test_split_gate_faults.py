@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.detection_metrics import per_frame, summary
 from pipeline.errors import SplitError
-from pipeline.gate import decide
+from pipeline.gate import decide_fine_tuning
 from pipeline.split import SplitConfig, assign_splits, frame_splits, leaks
 
 
@@ -93,7 +93,7 @@ def test_no_persons_labelled_never_skips_fine_tuning(fault):
     table = per_frame(frames, gt, preds)
     s = summary(table)
     assert math.isnan(s["recall"]) and math.isnan(s["median_best_conf"])
-    decision = decide(s["recall"], [math.nan, math.nan], s["median_best_conf"], [math.nan, math.nan], n_frames=2)
+    decision = decide_fine_tuning(s["recall"], [math.nan, math.nan], s["median_best_conf"], [math.nan, math.nan], n_frames=2)
     assert decision.outcome == "inconclusive" and decision.fine_tune  # the plan's default action
     assert any("no interval could be computed" in r for r in decision.reasons)
     fault.observed("flagged", "; ".join(decision.reasons))
@@ -101,7 +101,7 @@ def test_no_persons_labelled_never_skips_fine_tuning(fault):
 
 @pytest.mark.fault("gate.ci_straddles")
 def test_ci_straddling_the_threshold_is_inconclusive(fault):
-    d = decide(0.951, [0.93, 0.97], 0.70, [0.65, 0.75], n_frames=120)
+    d = decide_fine_tuning(0.951, [0.93, 0.97], 0.70, [0.65, 0.75], n_frames=120)
     assert d.outcome == "inconclusive" and d.fine_tune
     assert any("straddles 0.95" in r for r in d.reasons) and d.extra_frames_needed and d.extra_frames_needed > 0
     fault.observed("flagged", "; ".join(d.reasons))

@@ -1,7 +1,7 @@
 """Build the demo raw store: operation videos + manifest, plant photos, buffer clips + quality logs,
 and CVAT COCO 1.0 exports from two annotators. Deterministic for a seed.
 
-Run: python -m pipeline.demo.generate --root <dir> [--small]
+Run: python -m demo.generate --root <dir> [--small]
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline import keys
-from pipeline.demo.annotators import LabelledImage, careful, coco_export_zip, second_opinion
-from pipeline.demo.encode import write_h264
-from pipeline.demo.motion import CameraPath, make_path
-from pipeline.demo.scene import boxes_in_view, load_photos, photo_source_path, render
+from demo.annotators import LabelledImage, careful, coco_export_zip, second_opinion
+from demo.encode import write_h264
+from demo.motion import CameraPath, make_path
+from demo.scene import boxes_in_view, load_photos, photo_source_path, render
 from pipeline.sampling import buffer_targets, every_n_seconds
 from pipeline.stage_a_plan import OPERATIONS, plan_window, select_stage_a_videos
 

@@ -52,7 +52,7 @@ def _base_weights(env: Mapping[str, str], allow_untrained_default: bool) -> Base
 
 
 def _buffer_sensor_settings(env: Mapping[str, str]):
-    from pipeline.sensors import BufferSensorSettings
+    from orchestration.sensors import BufferSensorSettings
 
     def number(name: str, default: str, kind=int):
         value = env.get(name, default)

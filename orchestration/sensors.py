@@ -1,14 +1,16 @@
-"""Sensors: new buffer footage, new CVAT exports."""
+"""Sensors: new buffer footage, new CVAT exports, a month's hard-example labels imported."""
 
 import json
 
 import dagster as dg
 
 from assets.buffer import clip_partition_key
-from assets.partitions import buffer_clip_partitions
+from assets.common import read_parquet
+from assets.retraining import task_name
+from orchestration.partitions import buffer_clip_partitions
 from pipeline import keys
 from pipeline.buffer_listing import Backfill, BufferCursor, scan
-from pipeline.jobs import annotations_job, buffer_frames_job
+from orchestration.jobs import annotations_job, buffer_frames_job, retraining_resume_job
 from resources.storage import ArtifactStore
 
 
@@ -68,3 +70,21 @@ def annotation_exports_sensor(context: dg.SensorEvaluationContext, store: Artifa
             done[k] = current[k][1]
     done = {k: v for k, v in done.items() if k in current}
     return dg.SensorResult(run_requests=runs, cursor=json.dumps({"seen": current, "done": done}, sort_keys=True))
+
+
+@dg.sensor(job=retraining_resume_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Resumes a month waiting for hard-example labels once its CVAT export has been imported.")
+def hard_example_labels_sensor(context: dg.SensorEvaluationContext, store: ArtifactStore) -> dg.SensorResult:
+    instance = context.instance
+    sent = instance.get_materialized_partitions(dg.AssetKey("hard_examples"))
+    done = instance.get_materialized_partitions(dg.AssetKey("hard_example_labels"))
+    waiting = sorted(set(sent) - set(done))
+    if not waiting or not store.exists(keys.ANNOTATION_IMAGES):
+        return dg.SensorResult(skip_reason=f"{len(waiting)} month(s) waiting; no labels imported yet")
+    info = store.stat(keys.ANNOTATION_IMAGES)
+    tasks = set(read_parquet(store, keys.ANNOTATION_IMAGES)["task"].astype(str))
+    runs = [dg.RunRequest(run_key=f"{p}@{info.etag}", partition_key=p, tags={"lbzf/resumed": "labels imported"})
+            for p in waiting if task_name(p[:7]) in tasks]
+    if not runs:
+        return dg.SensorResult(skip_reason=f"waiting for labels of {', '.join(task_name(p[:7]) for p in waiting)}")
+    return dg.SensorResult(run_requests=runs)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.partitions import monthly_partitions
+from orchestration.partitions import monthly_partitions
+from pipeline.profiles import PROFILES
 
 GPU_POD = {
     "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1", "memory": "24Gi"},
@@ -53,3 +54,7 @@ production_freshness_job = dg.define_asset_job(
     "production_freshness_job", selection=dg.AssetSelection.checks(
         dg.AssetCheckKey(dg.AssetKey("production_pointer"), "production_model_fresh")),
     description="Flags a production model older than 35 days.")
+profiles_job = dg.define_asset_job("profiles_job",
+                                   selection=dg.AssetSelection.assets(*(f"profile_{name}" for name in PROFILES)),
+                                   description="Every training profile, one step each: a failing profile does "
+                                               "not stop the others.")

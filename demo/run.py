@@ -1,6 +1,6 @@
 """Run the whole pipeline on the embedded demo, headless, through Dagster, on this machine.
 
-Usage: python -m pipeline.demo.run [--small] [--home .lbzf/demo]
+Usage: python -m demo.run [--small] [--home .lbzf/demo]
 Generates the demo raw store (once), then materializes every asset with the local deployment on a
 persistent Dagster instance, so `dagster dev` with the same DAGSTER_HOME shows the same runs.
 """
@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def demo_run_config(small: bool, window_s: float) -> dict:
@@ -47,9 +47,9 @@ def run_demo(home: Path, small: bool = False) -> dict:
 
     import dagster as dg
 
-    from pipeline.definitions import build_definitions
-    from pipeline.demo.generate import SMALL, DemoConfig, generate_demo
-    from pipeline.sensors import buffer_footage_sensor
+    from orchestration.definitions import build_definitions
+    from demo.generate import SMALL, DemoConfig, generate_demo
+    from orchestration.sensors import buffer_footage_sensor
 
     config = SMALL if small else DemoConfig()
     if not (Path(os.environ["LBZF_STORAGE_ROOT"]) / "raw" / "videos" / "manifest.csv").exists():
@@ -110,8 +110,8 @@ def annotate_hard_examples(store, month: str, annotator: str = "sophia", seed: i
 
     from assets.common import read_parquet
     from pipeline import keys
-    from pipeline.demo.annotators import LabelledImage, careful, coco_export_zip
-    from pipeline.demo.generate import TRUTH_PREFIX
+    from demo.annotators import LabelledImage, careful, coco_export_zip
+    from demo.generate import TRUTH_PREFIX
     from resources.storage import LocalArtifactStore
 
     images = []
@@ -137,8 +137,8 @@ def run_monthly_cycle(defs, instance, store, log: list, month: str) -> None:
     import dagster as dg
 
     from pipeline import registry
-    from pipeline.sensors import annotation_exports_sensor
-    from assets.retraining import hard_example_labels_sensor
+    from orchestration.sensors import annotation_exports_sensor
+    from orchestration.sensors import hard_example_labels_sensor
 
     partition = f"{month}-01"
     _execute(defs, "monthly_retraining_job", instance, log, partition_key=partition, run_config=cycle_run_config())
@@ -161,13 +161,15 @@ def run_monthly_cycle(defs, instance, store, log: list, month: str) -> None:
 
 
 def _summary(store, log: list) -> dict:
-    stage_a = json.loads(store.read_bytes("reports/stage_a/stage_a_report.json"))
-    selected = json.loads(store.read_bytes("models/selected_model.json"))
-    summary = {"store": store.uri("models/selected_model.json").rsplit("/models/", 1)[0], "stage_a": {**stage_a["summary"], "gate": stage_a["gate"]["outcome"],
+    from pipeline import keys
+
+    stage_a = json.loads(store.read_bytes(keys.STAGE_A_REPORT))
+    selected = json.loads(store.read_bytes(keys.SELECTED_MODEL))
+    summary = {"store": store.uri(keys.SELECTED_MODEL).rsplit("/models/", 1)[0], "stage_a": {**stage_a["summary"], "gate": stage_a["gate"]["outcome"],
                                                    "recall_ci": stage_a["ci"]["recall_ci"],
                                                    "warning": stage_a.get("warning", "")},
                "selected_model": selected, "runs": log}
-    eval_key = "models/yolov8n_lbzf_v0/eval_v0.json"
+    eval_key = keys.version_keys("v0").report("eval")
     if store.exists(eval_key):
         evaluation = json.loads(store.read_bytes(eval_key))
         summary["stage_b"] = {split: {k: entry[k] for k in ("n_frames", "precision", "recall", "map50", "map50_95")}

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.demo.scene import Photo, View, clamp_view
+from demo.scene import Photo, View, clamp_view
 
 
 @dataclass(frozen=True)
