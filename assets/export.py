@@ -19,7 +19,7 @@ from pipeline.export import (DEFAULT_OPSET, decode, export_onnx, inspect_onnx, l
                              torch_raw)
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.weights import UNTRAINED_WARNING, check_weights, fetch_weights
-from resources.engine_builder import DEPLOY_MODES, PRECISIONS, EngineBuilder, EngineBuildError
+from resources.engine import DEPLOY_MODES, PRECISIONS, EngineBuilder, EngineBuildError
 from resources.storage import ArtifactStore
 
 VALIDATION_SPLIT = "val"

@@ -38,7 +38,7 @@ from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidat
                                  split_key, weights_key)
 from pipeline.weights import check_weights, fetch_weights, publish_weights
 from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
-from resources.engine_builder import EngineBuilder
+from resources.engine import EngineBuilder
 from resources.storage import ArtifactStore
 from resources.trainer import Trainer
 

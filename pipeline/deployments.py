@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineInputError
 from resources.base_weights import BaseWeights
-from resources.engine_builder import JetsonSSHEngineBuilder, LocalTensorRTEngineBuilder, UnavailableEngineBuilder
+from resources.engine import JetsonSSHEngineBuilder, LocalTensorRTEngineBuilder, UnavailableEngineBuilder
 from resources.storage import LocalArtifactStore, S3ArtifactStore
 from resources.trainer import InProcessTrainer, PipesSubprocessTrainer
 

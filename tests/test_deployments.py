@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.deployments import resources_for
 from pipeline.errors import PipelineInputError
-from resources.engine_builder import JetsonSSHEngineBuilder, UnavailableEngineBuilder
+from resources.engine import JetsonSSHEngineBuilder, UnavailableEngineBuilder
 from resources.storage import LocalArtifactStore, S3ArtifactStore
 
 REPO = Path(__file__).resolve().parents[1]

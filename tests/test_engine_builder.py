@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.hashing import sha256_file
-from resources.engine_builder import (
+from resources.engine import (
     DEFAULT_UNAVAILABLE_REASON,
     EngineBuilder,
     EngineBuildError,

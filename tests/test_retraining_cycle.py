@@ -315,7 +315,7 @@ def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cy
     from assets.retraining import _deploy_candidate_to_shadow, _deploy_production_engine, _month_candidate, \
         _with_engine
     from pipeline.hashing import sha256_file
-    from resources.engine_builder import EngineBuilder, EngineBuildResult, EngineDeployResult
+    from resources.engine import EngineBuilder, EngineBuildResult, EngineDeployResult
 
     class StandInJetson(EngineBuilder):
         device_dir: str
