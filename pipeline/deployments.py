@@ -80,6 +80,8 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
                 user=_required(env, "LBZF_JETSON_USER", deployment),
                 key_path=env.get("LBZF_JETSON_KEY_PATH") or None,
                 known_hosts_path=_required(env, "LBZF_JETSON_KNOWN_HOSTS", deployment),
+                remote_dir=env.get("LBZF_JETSON_REMOTE_DIR") or None,
+                **({"trtexec_path": env["LBZF_JETSON_TRTEXEC"]} if env.get("LBZF_JETSON_TRTEXEC") else {}),
             ),
             "trainer": PipesSubprocessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0")),
             "base_weights": _base_weights(env, allow_untrained_default=False),

@@ -37,7 +37,6 @@ from resources.engine import (
     parse_cuda_version,
     parse_l4t_release,
     parse_trt_version,
-    select_engine_builder,
 )
 
 try:  # tests/ as a package or as a plain rootdir-relative directory
@@ -448,18 +447,6 @@ def test_local_tensorrt_unavailable_here(onnx_model, tmp_path):
     assert result.status == "unavailable" and result.reason == why
     with pytest.raises(EngineBuildError, match="calibration cache"):
         lb.build(onnx_model, tmp_path / "out", engine_name="m", precision="int8")
-
-
-def test_select_engine_builder(tmp_path):
-    env = {"DAGSTER_DEPLOYMENT": "prod", "LBZF_JETSON_HOST": "jetson-01.lan", "LBZF_JETSON_USER": "lbzf",
-           "LBZF_JETSON_KNOWN_HOSTS": str(tmp_path / "known_hosts"), "LBZF_JETSON_PORT": "2222"}
-    chosen = select_engine_builder(env)
-    assert isinstance(chosen, JetsonSSHEngineBuilder)
-    assert chosen.port == 2222 and chosen.key_path is None and chosen.effective_remote_dir == "/home/lbzf/lbzf/engines"
-    partial = select_engine_builder({"DAGSTER_DEPLOYMENT": "prod", "LBZF_JETSON_HOST": "jetson-01.lan"})
-    assert isinstance(partial, UnavailableEngineBuilder) and "LBZF_JETSON_USER" in partial.reason
-    if importlib.util.find_spec("tensorrt") is None:
-        assert isinstance(select_engine_builder({}), UnavailableEngineBuilder)
 
 
 def test_builders_are_dagster_resources(tmp_path):

@@ -15,12 +15,12 @@ Every engine gets a sidecar ``<engine_name>.engine.json`` (versions, sha256 of e
 Builders that can *run* an engine (`inference_support`) do so with ``trtexec --loadEngine`` on given
 input tensors (`run_engine`): the raw outputs and per-frame latencies the engine validation compares
 with PyTorch (`pipeline.engine_validation`).
-`select_engine_builder` picks the builder from the environment (``DAGSTER_DEPLOYMENT``, ``LBZF_JETSON_*``).
+`pipeline.deployments.resources_for` picks the builder per deployment (``DAGSTER_DEPLOYMENT``, ``LBZF_JETSON_*``).
 
 Files: `results` (results, errors, shared names), `trtexec` (running engines), `versions` (version
 parsing), `compatibility` (engine vs device), `builder` (the interface, `UnavailableEngineBuilder`,
 sidecars), `local_tensorrt`, `jetson_ssh` (build and run on the Jetson), `ssh_transport` (SSH/SFTP),
-`deploy` (atomic deploy to the Jetson), `selection`.
+`deploy` (atomic deploy to the Jetson).
 """
 from resources.engine.builder import EngineBuilder, UnavailableEngineBuilder
 from resources.engine.compatibility import check_engine_compatible
@@ -29,7 +29,6 @@ from resources.engine.local_tensorrt import LocalTensorRTEngineBuilder
 from resources.engine.results import (DEFAULT_UNAVAILABLE_REASON, DEPLOY_MODES, PRECISIONS, UNKNOWN, VERSION_KEYS,
                                       EngineBuildError, EngineBuildResult, EngineCompatibilityError,
                                       EngineDeployResult, EngineRunResult)
-from resources.engine.selection import select_engine_builder
 from resources.engine.trtexec import parse_trtexec_output, parse_trtexec_times, trtexec_run_args
 from resources.engine.versions import parse_cuda_version, parse_jetpack_version, parse_l4t_release, parse_trt_version
 
@@ -37,7 +36,7 @@ __all__ = [
     "DEFAULT_UNAVAILABLE_REASON", "DEPLOY_MODES", "PRECISIONS", "UNKNOWN", "VERSION_KEYS",
     "EngineBuildError", "EngineBuildResult", "EngineCompatibilityError", "EngineDeployResult", "EngineRunResult",
     "EngineBuilder", "UnavailableEngineBuilder", "LocalTensorRTEngineBuilder", "JetsonSSHEngineBuilder",
-    "check_engine_compatible", "select_engine_builder",
+    "check_engine_compatible",
     "parse_cuda_version", "parse_jetpack_version", "parse_l4t_release", "parse_trt_version",
     "parse_trtexec_output", "parse_trtexec_times", "trtexec_run_args",
 ]
