@@ -442,11 +442,10 @@ def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: E
     with tempfile.TemporaryDirectory(prefix="lbzf-shadow-engine-") as tmp:
         folder = Path(tmp)
         engine_local, sidecar_local = _engine_files(store, engine_builder, card, folder)
-        deploy = getattr(engine_builder, "deploy_engine", None)
-        if deploy is None:
-            return {"status": "built, not deployed", "engine_key": engine_key(version),
-                    "reason": f"{type(engine_builder).__name__} has no device to deploy to"}
-        result = deploy(engine_local, mode="shadow", metadata_path=sidecar_local)
+        can_deploy, why_not = engine_builder.deploy_support()
+        if not can_deploy:
+            return {"status": "built, not deployed", "engine_key": engine_key(version), "reason": why_not}
+        result = engine_builder.deploy_engine(engine_local, mode="shadow", metadata_path=sidecar_local)
         context.log.info(f"{name} deployed in shadow mode: {result.to_metadata()}")
         return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
 
@@ -562,10 +561,9 @@ class PromotionConfig(dg.Config):
 def _deploy_production_engine(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
     """Production path: put the version's engine in the Jetson's production slot (atomic there)."""
     available, why = engine_builder.availability()
-    deploy = getattr(engine_builder, "deploy_engine", None)
-    if not available or deploy is None:
-        return {"status": "pointer only", "reason": why if not available else
-                f"{type(engine_builder).__name__} has no device to deploy to"}
+    can_deploy, why_not = engine_builder.deploy_support()
+    if not available or not can_deploy:
+        return {"status": "pointer only", "reason": why if not available else why_not}
     key = entry.get("engine_key")
     if not key or not store.exists(key):
         raise RuntimeError(f"no TensorRT engine for {entry['version']} in the store ({key}); the shadow step "
@@ -574,7 +572,7 @@ def _deploy_production_engine(context, store: ArtifactStore, engine_builder: Eng
         engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
         store.download_file(key, engine)
         store.download_file(key + ".json", sidecar)
-        result = deploy(engine, mode="production", metadata_path=sidecar)
+        result = engine_builder.deploy_engine(engine, mode="production", metadata_path=sidecar)
     context.log.info(f"{entry['version']} deployed to production on the device: {result.to_metadata()}")
     return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
 

@@ -462,6 +462,22 @@ def test_builders_are_dagster_resources(tmp_path):
         EngineBuilder()
 
 
+def test_deploy_is_part_of_every_builder(tmp_path):
+    """Every builder answers `deploy_support`; only the Jetson deploys, the others refuse with the reason."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    for builder in (UnavailableEngineBuilder(), LocalTensorRTEngineBuilder()):
+        ok, why = builder.deploy_support()
+        assert not ok and type(builder).__name__ in why and "LBZF_JETSON_HOST" in why
+        with pytest.raises(EngineBuildError, match=r"cannot deploy m\.engine \(shadow\)") as err:
+            builder.deploy_engine(engine, mode="shadow")
+        assert why in str(err.value) and err.value.remedy
+    jetson = JetsonSSHEngineBuilder(host="jetson-01.lan", user="lbzf", known_hosts_path=str(tmp_path / "kh"),
+                                    remote_dir="/data/engines")
+    ok, where = jetson.deploy_support()
+    assert ok and "lbzf@jetson-01.lan:22" in where and "/data/engines" in where
+
+
 def test_local_trtexec_build_with_standin(fake_root, onnx_model, tmp_path, monkeypatch):
     """The local ``trtexec`` path (subprocess, atomic write, sidecar), with the stand-in trtexec and the
     GPU/TensorRT availability check stood in (there is neither here)."""

@@ -334,6 +334,9 @@ def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cy
             return EngineBuildResult(status="built", engine_path=engine, engine_sha256=sha256_file(engine),
                                      onnx_sha256=sha256_file(onnx_path), precision=precision, metadata_path=sidecar)
 
+        def deploy_support(self):
+            return True, f"stand-in device folder {self.device_dir}"
+
         def deploy_engine(self, engine_path, *, mode="shadow", metadata_path=None, check_compat=True):
             target = Path(self.device_dir) / mode / Path(engine_path).name
             target.parent.mkdir(parents=True, exist_ok=True)

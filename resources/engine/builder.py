@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.hashing import sha256_file
 from resources.engine.results import (DEFAULT_UNAVAILABLE_REASON, PRECISIONS, EngineBuildError, EngineBuildResult,
-                                      EngineRunResult)
+                                      EngineDeployResult, EngineRunResult)
 
 _ENGINE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LOG_TAIL_LINES = 40
@@ -117,6 +117,19 @@ class EngineBuilder(dg.ConfigurableResource, abc.ABC):
         ok, why = self.inference_support()
         raise EngineBuildError(f"cannot run {Path(engine_path).name}: {why}.",
                                remedy="validate on the device the engine was built on (the Jetson over SSH).")
+
+    def deploy_support(self) -> tuple[bool, str]:
+        """(True, where) when `deploy_engine` can push an engine to a device, else (False, why not)."""
+        return False, (f"{type(self).__name__} cannot deploy engines; deploying needs the Jetson over SSH "
+                       "(DAGSTER_DEPLOYMENT=prod with LBZF_JETSON_HOST, LBZF_JETSON_USER, LBZF_JETSON_KNOWN_HOSTS)")
+
+    def deploy_engine(self, engine_path: Path, *, mode: str = "shadow", metadata_path: Path | None = None,
+                      check_compat: bool = True) -> EngineDeployResult:
+        """Put the engine (and its sidecar) in the device's ``mode`` slot (`DEPLOY_MODES`), atomically;
+        refuses an engine whose versions do not match the device's unless ``check_compat`` is False."""
+        ok, why = self.deploy_support()
+        raise EngineBuildError(f"cannot deploy {Path(engine_path).name} ({mode}): {why}.",
+                               remedy="deploy from a deployment with a device (DAGSTER_DEPLOYMENT=prod).")
 
 
 class UnavailableEngineBuilder(EngineBuilder):

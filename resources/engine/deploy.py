@@ -18,6 +18,9 @@ from resources.engine.results import DEPLOY_MODES, EngineBuildError, EngineDeplo
 class JetsonDeploy:
     """`deploy_engine` of `JetsonSSHEngineBuilder` (mixin: uses its SSH transport and `probe_versions`)."""
 
+    def deploy_support(self) -> tuple[bool, str]:
+        return True, f"the Jetson {self._where} (under {self.effective_remote_dir})"
+
     def deploy_engine(self, engine_path: Path, *, mode: str = "shadow", metadata_path: Path | None = None,
                       check_compat: bool = True) -> EngineDeployResult:
         """Push an engine and its sidecar to ``remote_dir/<mode>/`` on the Jetson, atomically.
