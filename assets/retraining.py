@@ -22,7 +22,7 @@ from assets.buffer import hard_examples
 from assets.common import RecipeConfig, load_frame_manifests, md_table, read_parquet, write_parquet
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
 from assets.models import detect
-from assets.partitions import monthly_partitions
+from assets.partitions import TIMEZONE, monthly_partitions
 from pipeline import keys, registry
 from pipeline.coco_map import average_precision
 from pipeline.detection_metrics import per_frame, summary
@@ -722,6 +722,6 @@ def hard_example_labels_sensor(context: dg.SensorEvaluationContext, store: Artif
 
 production_freshness_schedule = dg.ScheduleDefinition(
     job=production_freshness_job, cron_schedule="0 7 * * *",
-    execution_timezone=os.environ.get("LBZF_TIMEZONE", "America/Bogota"),
+    execution_timezone=TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily: flag a production model older than 35 days.")
