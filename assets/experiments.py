@@ -14,6 +14,7 @@ from assets.models import _materialize_dataset, detect, labelled_set
 from pipeline import keys
 from pipeline.coco_map import average_precision
 from pipeline.detection_metrics import per_frame, summary
+from pipeline.gpu_node import GPU_RUN_TAGS
 from pipeline.paired import paired_difference
 from pipeline.profiles import PROFILES, Profile
 from pipeline.training import TrainingRecipe, TrainResult
@@ -68,6 +69,7 @@ def build_profile_asset(name: str, profile: Profile) -> dg.AssetsDefinition:
 
 profile_assets = [build_profile_asset(name, profile) for name, profile in PROFILES.items()]
 profiles_job = dg.define_asset_job("profiles_job", selection=dg.AssetSelection.assets(*profile_assets),
+                                   tags=GPU_RUN_TAGS,
                                    description="Every training profile, one step each: a failing profile does "
                                                "not stop the others.")
 
