@@ -154,12 +154,12 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
         why = "gate: " + report["gate"]["outcome"] if gate_says else "forced by config (gate: " + \
             report["gate"]["outcome"] + ")"
         work = Path(tempfile.mkdtemp(prefix="lbzf-train-"))
-        run_dir = _run_dir()
+        run_dir = trainer.run_dir(MODEL_NAME)  # stable per model version: a re-run resumes
         data_yaml = _materialize_dataset(store, work / "dataset")
         with tempfile.TemporaryDirectory(prefix="lbzf-weights-") as cache:
             weights = base_weights.resolve(store, Path(cache))
             result = trainer.fit(config.recipe(), data_yaml, weights.path, run_dir,
-                                 on_epoch=lambda row: context.log.info(f"epoch {row}"), context=context)
+                                 on_epoch=lambda row: context.log.info(f"epoch {row}"), context=context, store=store)
         publish_weights(store, result.best, model_key, producer="stage_b", run_id=context.run_id)
         curves = pd.DataFrame(result.curves)
         write_parquet(store, f"{keys.model_prefix(MODEL_NAME)}train_curves.parquet", curves)
@@ -179,14 +179,6 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
     store.write_bytes("models/selected_model.json", data)
     yield dg.MaterializeResult(asset_key="selected_model", metadata={**{k: v for k, v in selected.items() if v},
                                                                       "pointer_sha256": sha256_bytes(data)})
-
-
-def _run_dir() -> Path:
-    """A stable local training folder per model version, so a re-run resumes an interrupted run."""
-    import os
-
-    root = Path(os.environ.get("LBZF_TRAIN_DIR", Path(tempfile.gettempdir()) / "lbzf-train-runs"))
-    return root / MODEL_NAME
 
 
 class EvaluationConfig(dg.Config):

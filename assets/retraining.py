@@ -10,7 +10,6 @@ and reports carry the candidate's version (v0.1, v0.2, ...); see docs/retraining
 """
 
 import json
-import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -215,11 +214,6 @@ def month_parent(store: ArtifactStore, month: str) -> dict | None:
     return current
 
 
-def _train_dir(name: str, identity: str) -> Path:
-    root = Path(os.environ.get("LBZF_TRAIN_DIR", Path(tempfile.gettempdir()) / "lbzf-train-runs"))
-    return root / f"{name}-{identity[:12]}"  # a re-run of the same candidate resumes; another one never does
-
-
 @dg.asset(partitions_def=monthly_partitions, deps=[hard_example_labels], group_name="retraining",
           kinds={"pytorch"}, pool="gpu")
 def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, store: ArtifactStore,
@@ -279,8 +273,10 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                               dataset_yaml(dataset_prefix(version).rstrip("/"), ["person"], version=version,
                                            split_sha256=split_sha, splits=sorted(counts)).encode())
             write_parquet(store, f"{dataset_prefix(version)}labels.parquet", person_boxes)
-            result = trainer.fit(recipe, data_yaml, str(parent), _train_dir(name, identity),
-                                 on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context)
+            # one folder per candidate identity: a re-run of the same candidate resumes, another one never does
+            result = trainer.fit(recipe, data_yaml, str(parent), trainer.run_dir(f"{name}-{identity[:12]}"),
+                                 on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context,
+                                 store=store)
             publish_weights(store, result.best, weights_key(version), producer="candidate_model",
                             run_id=context.run_id)
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")

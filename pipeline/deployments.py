@@ -64,7 +64,7 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
             "store": LocalArtifactStore(root=str(Path(env.get("LBZF_STORAGE_ROOT", str(DEFAULT_STORAGE_ROOT)))
                                                  .expanduser().resolve())),
             "engine_builder": _local_engine_builder(),
-            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "")),
+            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", ""), runs_dir=env.get("LBZF_TRAIN_DIR", "")),
             "base_weights": _base_weights(env, allow_untrained_default=True),
         }
     if deployment == "prod":
@@ -83,7 +83,8 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
                 remote_dir=env.get("LBZF_JETSON_REMOTE_DIR") or None,
                 **({"trtexec_path": env["LBZF_JETSON_TRTEXEC"]} if env.get("LBZF_JETSON_TRTEXEC") else {}),
             ),
-            "trainer": PipesSubprocessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0")),
+            "trainer": PipesSubprocessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0"),
+                                              runs_dir=env.get("LBZF_TRAIN_DIR", "")),
             "base_weights": _base_weights(env, allow_untrained_default=False),
         }
     raise PipelineInputError("environment", "DAGSTER_DEPLOYMENT", deployment, f"use one of {DEPLOYMENTS}",

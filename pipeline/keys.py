@@ -46,3 +46,11 @@ def buffer_clip_parts(key: str) -> tuple[str, str, str] | None:
     if len(day) != 10 or day[4] != "-" or day[7] != "-":
         return None
     return parts[1], day, parts[3]
+
+
+TRAIN_RUNS_PREFIX = "train_runs/"
+
+
+def train_run_prefix(name: str) -> str:
+    """Where a training run's folder is kept while it trains (`pipeline.train_runs`): `train_runs/<run>/`."""
+    return f"{TRAIN_RUNS_PREFIX}{name}/"

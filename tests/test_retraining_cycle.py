@@ -129,7 +129,8 @@ def cycle(tmp_path_factory):
         from pipeline.demo.run import annotate_hard_examples
         from pipeline.sensors import annotation_exports_sensor
 
-        defs = build_definitions("local", env={"LBZF_STORAGE_ROOT": str(root)})
+        defs = build_definitions("local", env={"LBZF_STORAGE_ROOT": str(root),
+                                               "LBZF_TRAIN_DIR": str(home / "train_runs")})
         store = defs.resources["store"]
         instance = dg.DagsterInstance.ephemeral()
         run = lambda job, **kw: defs.resolve_job_def(job).execute_in_process(instance=instance, **kw)  # noqa: E731
