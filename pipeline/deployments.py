@@ -64,7 +64,8 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
             "store": LocalArtifactStore(root=str(Path(env.get("LBZF_STORAGE_ROOT", str(DEFAULT_STORAGE_ROOT)))
                                                  .expanduser().resolve())),
             "engine_builder": _local_engine_builder(),
-            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", ""), runs_dir=env.get("LBZF_TRAIN_DIR", "")),
+            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", ""),
+                                        runs_dir=env.get("LBZF_TRAIN_DIR", "")),
             "base_weights": _base_weights(env, allow_untrained_default=True),
         }
     if deployment == "prod":
