@@ -127,3 +127,13 @@ def test_production_instance_config_is_valid(tmp_path, monkeypatch):
     assert config["compute_logs"]["class"] == "S3ComputeLogManager"
     assert "postgres_db" in config["storage"]["postgres"]
     assert config["telemetry"]["enabled"] is False
+
+
+@pytest.mark.parametrize("deployment", ["local", "prod"])
+def test_training_runs_folder_is_the_trainers_setting(deployment, tmp_path):
+    env = dict(PROD_ENV if deployment == "prod" else {}, LBZF_STORAGE_ROOT=str(tmp_path / "store"),
+               LBZF_TRAIN_DIR=str(tmp_path / "runs"))
+    trainer = resources_for(deployment, env=env)["trainer"]
+    assert trainer.run_dir("stage_b") == tmp_path / "runs" / "stage_b"
+    env.pop("LBZF_TRAIN_DIR")
+    assert resources_for(deployment, env=env)["trainer"].run_dir("stage_b").name == "stage_b"
