@@ -19,7 +19,7 @@ from pipeline.export import (DEFAULT_OPSET, decode, export_onnx, inspect_onnx, l
                              torch_raw)
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.weights import UNTRAINED_WARNING, check_weights, fetch_weights
-from resources.engine_builder import DEPLOY_MODES, PRECISIONS, EngineBuilder, EngineBuildError
+from resources.engine import DEPLOY_MODES, PRECISIONS, EngineBuilder, EngineBuildError
 from resources.storage import ArtifactStore
 
 VALIDATION_SPLIT = "val"
@@ -386,12 +386,9 @@ def engine_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
         why = validation.get("summary") or validation.get("reason") or "no validation recorded"
         return _not_deployed(context, config.mode, f"engine not validated against PyTorch: {why}",
                              engine_sha256=status.get("engine_sha256"))
-    deploy = getattr(engine_builder, "deploy_engine", None)
-    if deploy is None:
-        return _not_deployed(context, config.mode,
-                             f"{type(engine_builder).__name__} cannot deploy engines; deploying needs the Jetson over "
-                             "SSH (DAGSTER_DEPLOYMENT=prod with LBZF_JETSON_HOST, LBZF_JETSON_USER, "
-                             "LBZF_JETSON_KNOWN_HOSTS)", engine_sha256=status.get("engine_sha256"))
+    can_deploy, why_not = engine_builder.deploy_support()
+    if not can_deploy:
+        return _not_deployed(context, config.mode, why_not, engine_sha256=status.get("engine_sha256"))
     history = _json(store, _deployments_key(name)) or []
     sha = status.get("engine_sha256")
     if config.mode == "production" and config.require_shadow_before_production and not any(
@@ -415,7 +412,7 @@ def engine_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
             raise dg.Failure(description=f"{store.uri(engine_key)} is not the engine the latest build recorded "
                                          f"(sha256 {sha}); rebuild it (materialize tensorrt_engine)")
         try:
-            result = deploy(engine_local, mode=config.mode, metadata_path=sidecar_local)
+            result = engine_builder.deploy_engine(engine_local, mode=config.mode, metadata_path=sidecar_local)
         except EngineBuildError as exc:
             raise dg.Failure(description=f"deploying {name} ({config.mode}) failed: {exc}") from exc
     record = {**result.to_metadata(), "model": name, "engine_key": engine_key,

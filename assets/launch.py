@@ -15,14 +15,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import load_frame_manifests, md_table
+from assets.common import config_from, load_frame_manifests, md_table, to_settings
 from pipeline import keys, registry
 from pipeline.hashing import sha256_bytes
 from pipeline.promotion import PromotionThresholds, decide_promotion
 from pipeline.shadow import (SIMULATED_FILE, check_simulation_allowed, load_logs, shadow_report, shadow_words,
                              simulate_logs, simulated_warning, to_parquet_bytes)
 from pipeline.weights import fetch_weights
-from resources.engine_builder import EngineBuilder
+from resources.engine import EngineBuilder
 from resources.shadow_policy import ShadowPolicy
 from resources.storage import ArtifactStore
 
@@ -145,19 +145,12 @@ def launch_comparison(evaluation: dict) -> dict:
             "source": "evaluation (eval_v0.json, paired_vs_baseline)"}
 
 
-class LaunchConfig(dg.Config):
-    max_recall_drop: float = PromotionThresholds.max_recall_drop
-    max_conf_drop: float = PromotionThresholds.max_conf_drop
-    refuse_significantly_worse: bool = PromotionThresholds.refuse_significantly_worse
-    min_shadow_hours: float = PromotionThresholds.min_shadow_hours
-    min_shadow_frames: int = PromotionThresholds.min_shadow_frames
-    min_agreement: float = PromotionThresholds.min_agreement
-    max_detection_rate_diff: float = PromotionThresholds.max_detection_rate_diff
-    max_shadow_conf_drop: float = PromotionThresholds.max_shadow_conf_drop
-    max_latency_ratio: float = PromotionThresholds.max_latency_ratio
+class LaunchConfig(config_from(PromotionThresholds, exclude=("gated_subsets", "allow_simulated_shadow",
+                                                         "allow_rolled_back"))):
+    """v0's launch thresholds from the launchpad: the monthly promotion gate's, by default."""
 
     def thresholds(self) -> PromotionThresholds:
-        return PromotionThresholds(**{k: getattr(self, k) for k in type(self).model_fields})
+        return to_settings(PromotionThresholds, self)
 
 
 @dg.asset(deps=[v0_shadow_report], group_name="launch", kinds={"json"}, pool="registry")
@@ -218,11 +211,9 @@ def v0_launch(context: dg.AssetExecutionContext, config: LaunchConfig, store: Ar
 
 def _deploy_production(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
     """Put v0's validated engine in the Jetson's production slot, where there is a Jetson to reach."""
-    available, why = engine_builder.availability()
-    deploy = getattr(engine_builder, "deploy_engine", None)
-    if not available or deploy is None:
-        return {"status": "pointer only", "reason": why if not available else
-                f"{type(engine_builder).__name__} has no device to deploy to"}
+    can_deploy, why_not = engine_builder.deploy_support()
+    if not can_deploy:
+        return {"status": "pointer only", "reason": why_not}
     key = entry.get("engine_key")
     if not key:
         raise registry.RegistryError(keys.model_keys(entry["model"]).folder, "engine", None,
@@ -232,6 +223,6 @@ def _deploy_production(context, store: ArtifactStore, engine_builder: EngineBuil
         engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
         store.download_file(key, engine)
         store.download_file(key + ".json", sidecar)
-        result = deploy(engine, mode="production", metadata_path=sidecar)
+        result = engine_builder.deploy_engine(engine, mode="production", metadata_path=sidecar)
     context.log.info(f"{entry['version']} deployed to production on the device: {result.to_metadata()}")
     return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}

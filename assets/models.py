@@ -180,12 +180,12 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
             report["gate"]["outcome"] + ")"
         _lock_split(store, context.run_id)
         work = Path(tempfile.mkdtemp(prefix="lbzf-train-"))
-        run_dir = _run_dir()
+        run_dir = trainer.run_dir(MODEL_NAME)  # stable per model version: a re-run resumes
         data_yaml = _materialize_dataset(store, work / "dataset")
         with tempfile.TemporaryDirectory(prefix="lbzf-weights-") as cache:
             weights = base_weights.resolve(store, Path(cache))
             result = trainer.fit(config.recipe(), data_yaml, weights.path, run_dir,
-                                 on_epoch=lambda row: context.log.info(f"epoch {row}"), context=context)
+                                 on_epoch=lambda row: context.log.info(f"epoch {row}"), context=context, store=store)
         publish_weights(store, result.best, model_key, producer="stage_b", run_id=context.run_id)
         curves = pd.DataFrame(result.curves)
         write_parquet(store, MODEL_KEYS.train_curves, curves)
@@ -219,14 +219,6 @@ def _lock_split(store: ArtifactStore, run_id: str) -> None:
         "split_sha256": sha256_bytes(store.read_bytes(keys.split_key(MODEL_VERSION))), "model": MODEL_NAME,
         "run_id": run_id,
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}, indent=2).encode())
-
-
-def _run_dir() -> Path:
-    """A stable local training folder per model version, so a re-run resumes an interrupted run."""
-    import os
-
-    root = Path(os.environ.get("LBZF_TRAIN_DIR", Path(tempfile.gettempdir()) / "lbzf-train-runs"))
-    return root / MODEL_NAME
 
 
 class EvaluationConfig(dg.Config):

@@ -10,7 +10,6 @@ and reports carry the candidate's version (v0.1, v0.2, ...); see docs/retraining
 """
 
 import json
-import os
 import tempfile
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -40,7 +39,7 @@ from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidat
                                  dataset_name, is_version, model_name)
 from pipeline.weights import check_weights, fetch_weights, publish_weights
 from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
-from resources.engine_builder import EngineBuilder
+from resources.engine import EngineBuilder
 from resources.storage import ArtifactStore
 from resources.trainer import Trainer
 
@@ -203,11 +202,6 @@ def month_parent(store: ArtifactStore, month: str) -> dict | None:
     return current
 
 
-def _train_dir(name: str, identity: str) -> Path:
-    root = Path(os.environ.get("LBZF_TRAIN_DIR", Path(tempfile.gettempdir()) / "lbzf-train-runs"))
-    return root / f"{name}-{identity[:12]}"  # a re-run of the same candidate resumes; another one never does
-
-
 @dg.asset(partitions_def=monthly_partitions, deps=[hard_example_labels], group_name="retraining",
           kinds={"pytorch"}, pool="gpu")
 def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, store: ArtifactStore,
@@ -267,8 +261,10 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                               dataset_yaml(keys.dataset_keys(version).folder.rstrip("/"), ["person"], version=version,
                                            split_sha256=split_sha, splits=sorted(counts)).encode())
             write_parquet(store, keys.dataset_keys(version).labels, person_boxes)
-            result = trainer.fit(recipe, data_yaml, str(parent), _train_dir(name, identity),
-                                 on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context)
+            # one folder per candidate identity: a re-run of the same candidate resumes, another one never does
+            result = trainer.fit(recipe, data_yaml, str(parent), trainer.run_dir(f"{name}-{identity[:12]}"),
+                                 on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context,
+                                 store=store)
             publish_weights(store, result.best, keys.weights_key(version), producer="candidate_model",
                             run_id=context.run_id)
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -431,11 +427,10 @@ def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: E
     with tempfile.TemporaryDirectory(prefix="lbzf-shadow-engine-") as tmp:
         folder = Path(tmp)
         engine_local, sidecar_local = _engine_files(store, engine_builder, card, folder)
-        deploy = getattr(engine_builder, "deploy_engine", None)
-        if deploy is None:
-            return {"status": "built, not deployed", "engine_key": keys.engine_key(version),
-                    "reason": f"{type(engine_builder).__name__} has no device to deploy to"}
-        result = deploy(engine_local, mode="shadow", metadata_path=sidecar_local)
+        can_deploy, why_not = engine_builder.deploy_support()
+        if not can_deploy:
+            return {"status": "built, not deployed", "engine_key": keys.engine_key(version), "reason": why_not}
+        result = engine_builder.deploy_engine(engine_local, mode="shadow", metadata_path=sidecar_local)
         context.log.info(f"{name} deployed in shadow mode: {result.to_metadata()}")
         return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
 
@@ -531,8 +526,9 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
 # --------------------------------------------------------------------------- production_model (the gate)
 
 
-class PromotionConfig(config_from(PromotionThresholds, exclude=("gated_subsets",))):
-    """The promotion thresholds from the launchpad (pipeline.promotion's defaults)."""
+class PromotionConfig(config_from(PromotionThresholds, exclude=("gated_subsets", "allow_simulated_shadow"))):
+    """The promotion thresholds from the launchpad (pipeline.promotion's defaults). Whether a simulated
+    shadow run may count is the deployment's decision (ShadowPolicy), not the launchpad's."""
 
     def thresholds(self) -> PromotionThresholds:
         return to_settings(PromotionThresholds, self)
@@ -541,10 +537,9 @@ class PromotionConfig(config_from(PromotionThresholds, exclude=("gated_subsets",
 def _deploy_production_engine(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
     """Production path: put the version's engine in the Jetson's production slot (atomic there)."""
     available, why = engine_builder.availability()
-    deploy = getattr(engine_builder, "deploy_engine", None)
-    if not available or deploy is None:
-        return {"status": "pointer only", "reason": why if not available else
-                f"{type(engine_builder).__name__} has no device to deploy to"}
+    can_deploy, why_not = engine_builder.deploy_support()
+    if not available or not can_deploy:
+        return {"status": "pointer only", "reason": why if not available else why_not}
     key = entry.get("engine_key")
     if not key or not store.exists(key):
         raise RuntimeError(f"no TensorRT engine for {entry['version']} in the store ({key}); the shadow step "
@@ -553,7 +548,7 @@ def _deploy_production_engine(context, store: ArtifactStore, engine_builder: Eng
         engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
         store.download_file(key, engine)
         store.download_file(key + ".json", sidecar)
-        result = deploy(engine, mode="production", metadata_path=sidecar)
+        result = engine_builder.deploy_engine(engine, mode="production", metadata_path=sidecar)
     context.log.info(f"{entry['version']} deployed to production on the device: {result.to_metadata()}")
     return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
 

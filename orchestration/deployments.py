@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.errors import PipelineInputError
 from resources.base_weights import BaseWeights
 from resources.shadow_policy import ShadowPolicy
-from resources.engine_builder import JetsonSSHEngineBuilder, LocalTensorRTEngineBuilder, UnavailableEngineBuilder
+from resources.engine import JetsonSSHEngineBuilder, LocalTensorRTEngineBuilder, UnavailableEngineBuilder
 from resources.storage import LocalArtifactStore, S3ArtifactStore
 from resources.trainer import InProcessTrainer, PipesSubprocessTrainer
 
@@ -81,7 +81,8 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
             "store": LocalArtifactStore(root=str(Path(env.get("LBZF_STORAGE_ROOT", str(DEFAULT_STORAGE_ROOT)))
                                                  .expanduser().resolve())),
             "engine_builder": _local_engine_builder(),
-            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "")),
+            "trainer": InProcessTrainer(device=env.get("LBZF_TRAIN_DEVICE", ""),
+                                        runs_dir=env.get("LBZF_TRAIN_DIR", "")),
             "base_weights": _base_weights(env, allow_untrained_default=True),
             "buffer_sensor_settings": _buffer_sensor_settings(env),
             "shadow_policy": ShadowPolicy(allow_simulated=True),
@@ -99,8 +100,11 @@ def resources_for(deployment: str | None = None, env: Mapping[str, str] | None =
                 user=_required(env, "LBZF_JETSON_USER", deployment),
                 key_path=env.get("LBZF_JETSON_KEY_PATH") or None,
                 known_hosts_path=_required(env, "LBZF_JETSON_KNOWN_HOSTS", deployment),
+                remote_dir=env.get("LBZF_JETSON_REMOTE_DIR") or None,
+                **({"trtexec_path": env["LBZF_JETSON_TRTEXEC"]} if env.get("LBZF_JETSON_TRTEXEC") else {}),
             ),
-            "trainer": PipesSubprocessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0")),
+            "trainer": PipesSubprocessTrainer(device=env.get("LBZF_TRAIN_DEVICE", "0"),
+                                              runs_dir=env.get("LBZF_TRAIN_DIR", "")),
             "base_weights": _base_weights(env, allow_untrained_default=False),
             "buffer_sensor_settings": _buffer_sensor_settings(env),
             "shadow_policy": ShadowPolicy(allow_simulated=False),  # production accepts only the device's logs

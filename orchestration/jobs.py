@@ -4,14 +4,8 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.partitions import monthly_partitions
+from pipeline.gpu_node import GPU_RUN_TAGS
 from pipeline.profiles import PROFILES
-
-GPU_POD = {
-    "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1", "memory": "24Gi"},
-                                       "requests": {"cpu": "4", "memory": "16Gi"}}},
-    "pod_spec_config": {"node_selector": {"lbzf/accelerator": "nvidia-gpu"},
-                        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
-}
 
 frames_job = dg.define_asset_job("frames_job", selection=dg.AssetSelection.assets("video_frames"),
                                  description="Exact frames of one operation video (one partition per video).")
@@ -34,17 +28,15 @@ training_job = dg.define_asset_job(
                                        "dataset_split", "yolo_dataset", "stage_a_baseline", "stage_b_model",
                                        "selected_model", "evaluation", "onnx_model", "tensorrt_engine"),
     description="From the manifest to the engine: Stage A, the gate, Stage B when needed, export.",
-    # With the K8sRunLauncher (deploy/helm/values.yaml) this run's pod lands on a GPU node; other
-    # launchers ignore the tag.
-    tags={"dagster-k8s/config": GPU_POD})
+    tags=GPU_RUN_TAGS)  # with the K8sRunLauncher this run's pod lands on the GPU node (pipeline/gpu_node.py)
 STAGE_C_CYCLE = ("hard_example_labels", "candidate_model", "candidate_comparison", "shadow_report", "production_model")
 monthly_retraining_job = dg.define_asset_job(
     "monthly_retraining_job", selection=dg.AssetSelection.assets("hard_examples", *STAGE_C_CYCLE),
-    partitions_def=monthly_partitions,
+    partitions_def=monthly_partitions, tags=GPU_RUN_TAGS,
     description="The monthly cycle for the previous month: hard examples out to CVAT; the rest waits for their labels "
                 "(hard_example_labels says so) and runs when the month resumes (docs/retraining.md).")
 retraining_resume_job = dg.define_asset_job(
-    "retraining_resume_job", selection=dg.AssetSelection.assets(*STAGE_C_CYCLE),
+    "retraining_resume_job", selection=dg.AssetSelection.assets(*STAGE_C_CYCLE), tags=GPU_RUN_TAGS,
     description="A month's cycle from its imported labels: candidate, comparison, shadow, promotion gate.")
 rollback_production_job = dg.define_asset_job(
     "rollback_production_job", selection=dg.AssetSelection.assets("production_pointer"),
@@ -56,5 +48,6 @@ production_freshness_job = dg.define_asset_job(
     description="Flags a production model older than 35 days.")
 profiles_job = dg.define_asset_job("profiles_job",
                                    selection=dg.AssetSelection.assets(*(f"profile_{name}" for name in PROFILES)),
+                                   tags=GPU_RUN_TAGS,
                                    description="Every training profile, one step each: a failing profile does "
                                                "not stop the others.")

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from orchestration.jobs import monthly_retraining_job, production_freshness_job
+from orchestration.partitions import TIMEZONE
 
 monthly_retraining_schedule = dg.build_schedule_from_partitioned_job(
     monthly_retraining_job,
@@ -18,6 +19,6 @@ monthly_retraining_schedule = dg.build_schedule_from_partitioned_job(
 
 production_freshness_schedule = dg.ScheduleDefinition(
     job=production_freshness_job, cron_schedule="0 7 * * *",
-    execution_timezone=os.environ.get("LBZF_TIMEZONE", "America/Bogota"),
+    execution_timezone=TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily: flag a production model older than 35 days.")

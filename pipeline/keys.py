@@ -331,3 +331,10 @@ def hard_labels_month(key: str) -> str | None:
 def shadow_logs_prefix(version: str) -> str:
     """Where the Jetson uploads the shadow run's logs of candidate `version`."""
     return f"shadow/{version}/logs/"
+
+TRAIN_RUNS_PREFIX = "train_runs/"
+
+
+def train_run_prefix(name: str) -> str:
+    """Where a training run's folder is kept while it trains (`pipeline.train_runs`): `train_runs/<run>/`."""
+    return f"{TRAIN_RUNS_PREFIX}{name}/"

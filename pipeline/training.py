@@ -13,8 +13,9 @@ from pathlib import Path
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import sha256_file
 from pipeline.offline import ultralytics_yolo
+from pipeline.train_runs import CHECKPOINT_PIN, clear_run, restore_run, save_run
 
-CHECKPOINT_PIN = "last.pt.sha256"  # beside weights/last.pt: the sha256 of the checkpoint this pipeline saved
+__all__ = ["CHECKPOINT_PIN", "TrainResult", "TrainingRecipe", "read_curves", "train"]
 
 
 @dataclass(frozen=True)
@@ -74,26 +75,41 @@ def read_curves(run_dir: Path) -> list[dict]:
         return [{k.strip(): float(v) for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
 
 
-def train(recipe: TrainingRecipe, data_yaml: Path, base_weights: Path | str, run_dir: Path,
-          on_epoch: EpochLogger | None = None) -> TrainResult:
-    """Train (or resume) in `run_dir`. A run that was interrupted continues from its last checkpoint."""
+def train(recipe: TrainingRecipe, data_yaml: Path | str, base_weights: Path | str, run_dir: Path,
+          on_epoch: EpochLogger | None = None, store=None) -> TrainResult:
+    """Train (or resume) in `run_dir`. A run that was interrupted continues from its last checkpoint.
+
+    With a `store`, the run folder is also kept there (`pipeline.train_runs`, under the folder's name):
+    restored first when the local folder has no checkpoint (the machine that trained it is gone),
+    saved at every checkpoint, removed when training finishes.
+    """
     YOLO = ultralytics_yolo()
     run_dir = Path(run_dir).resolve()
     last = run_dir / "weights" / "last.pt"
     best = run_dir / "weights" / "best.pt"
+    if store is not None and not (run_dir / "finished").exists():
+        restore_run(store, run_dir, run_dir.name)
     resumed = last.exists() and not (run_dir / "finished").exists()
     if resumed:
         _check_checkpoint(last)
     model = YOLO(str(last) if resumed else str(base_weights))
     if on_epoch is not None:
         model.add_callback("on_fit_epoch_end", lambda trainer: on_epoch(_epoch_row(trainer)))
-    model.add_callback("on_model_save", lambda trainer: _pin_checkpoint(Path(trainer.last)))
-    if resumed:
-        model.train(resume=True)
+
+    def saved(trainer) -> None:
+        _pin_checkpoint(Path(trainer.last))
+        if store is not None:
+            save_run(store, run_dir, run_dir.name)
+
+    model.add_callback("on_model_save", saved)
+    if resumed:  # the dataset and folder of this machine, not the ones recorded in the checkpoint
+        model.train(resume=True, data=str(Path(data_yaml).resolve()), save_dir=str(run_dir))
     else:
         model.train(data=str(Path(data_yaml).resolve()), project=str(run_dir.parent), name=run_dir.name,
                     exist_ok=True, plots=False, val=True, verbose=False, **recipe.train_args())
     (run_dir / "finished").write_text("ok\n")
+    if store is not None:
+        clear_run(store, run_dir.name)
     curves = read_curves(run_dir)
     final = best if best.exists() else last
     return TrainResult(final, last, sha256_file(final), len(curves), resumed, curves, curves[-1] if curves else {})

@@ -14,7 +14,7 @@ import pytest
 from pipeline.calibration import (CalibrationError, CalibrationSet, check_calibration_frames,
                                   require_int8_calibration, select_calibration_frames, write_calibration_package)
 from pipeline.hashing import sha256_file
-from resources.engine_builder import UnavailableEngineBuilder
+from resources.engine import UnavailableEngineBuilder
 
 try:  # tests/ as a package or as a plain rootdir-relative directory
     from tests.test_engine_deploy_asset import (coco8, device_root, jetson, needs_sshd, onnx_file, seed_engine_store,

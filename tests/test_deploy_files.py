@@ -577,6 +577,65 @@ def test_training_pod_converts_to_a_dagster_k8s_config_tag(pod):
     assert USER_DEFINED_K8S_CONFIG_KEY == "dagster-k8s/config"
 
 
+def _k8s_manifests() -> list[tuple[Path, dict]]:
+    """Every Kubernetes pod manifest under deploy/ (the GPU pod spec files)."""
+    out = []
+    for path in sorted((REPO / "deploy").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Pod":
+                out.append((path, doc))
+    return out
+
+
+def _gpu_settings(node) -> Iterator[tuple[str, object]]:
+    """(field, value) of every node selector / toleration anywhere in a parsed file."""
+    for path, value in _walk(node):
+        if path and path[-1] in ("nodeSelector", "node_selector", "tolerations"):
+            yield str(path[-1]), value
+
+
+def test_every_training_job_runs_on_the_one_gpu_node():
+    """pipeline/gpu_node.py is the one GPU node: the four training jobs carry it as their k8s config tag,
+    and the pod spec files under deploy/ and the Helm values name the same selector and toleration."""
+    from dagster_k8s.job import UserDefinedDagsterK8sConfig
+
+    from pipeline.definitions import build_definitions
+    from pipeline.gpu_node import GPU_NODE_SELECTOR, GPU_RESOURCES, GPU_RUN_TAGS, GPU_TOLERATIONS
+
+    defs = build_definitions("local", env={})
+    for name in ("training_job", "monthly_retraining_job", "retraining_resume_job", "profiles_job"):
+        tags = defs.resolve_job_def(name).tags
+        config = tags.get("dagster-k8s/config")
+        config = json.loads(config) if isinstance(config, str) else config
+        assert config == GPU_RUN_TAGS["dagster-k8s/config"], name
+        parsed = UserDefinedDagsterK8sConfig.from_dict(config)
+        assert parsed.pod_spec_config["node_selector"] == GPU_NODE_SELECTOR, name
+    for name in ("frames_job", "annotations_job", "rollback_production_job"):
+        assert "dagster-k8s/config" not in defs.resolve_job_def(name).tags, f"{name} needs no GPU"
+
+    manifests = _k8s_manifests()
+    assert manifests, "expected the GPU pod spec under deploy/"
+    for path, pod in manifests:
+        found = dict(_gpu_settings(pod))
+        assert found.get("nodeSelector") == GPU_NODE_SELECTOR, path
+        assert found.get("tolerations") == GPU_TOLERATIONS, path
+        (container,) = pod["spec"]["containers"]
+        as_str = lambda d: {k: {n: str(v) for n, v in d[k].items()} for k in d}  # noqa: E731
+        assert as_str(container["resources"]) == as_str(GPU_RESOURCES), path
+
+    helm_values = yaml.safe_load(HELM_VALUES.read_text())
+    for field, value in _gpu_settings(helm_values):  # the chart pins nothing else to (or off) a GPU node
+        assert "nvidia" not in json.dumps(value) and "accelerator" not in json.dumps(value), (field, value)
+    text = HELM_VALUES.read_text()
+    ((key, value),) = GPU_NODE_SELECTOR.items()
+    assert f"node selector {key}: {value}" in text
+    (toleration,) = GPU_TOLERATIONS
+    assert f"toleration {toleration['key']} ({toleration['operator']}, {toleration['effect']})" in text
+    everywhere = text + TRAINING_POD.read_text() + (REPO / "docs" / "deployment.md").read_text()
+    assert set(re.findall(r"([\w.-]+/accelerator)[:=] ?([\w-]+)", everywhere)) == {(key, value)}
+    assert "gpu.present" not in everywhere  # the GPU operator's label is not the one the jobs select
+
+
 # --------------------------------------------------------------------------- deploy/dagster.prod.yaml
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from orchestration.deployments import resources_for
 from pipeline.errors import PipelineInputError
-from resources.engine_builder import JetsonSSHEngineBuilder, UnavailableEngineBuilder
+from resources.engine import JetsonSSHEngineBuilder, UnavailableEngineBuilder
 from resources.storage import LocalArtifactStore, S3ArtifactStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,25 @@ def test_prod_deployment_loads_with_placeholder_environment():
     assert resources["base_weights"].allow_untrained is False  # production never falls back silently
 
 
-@pytest.mark.parametrize("missing", ["LBZF_S3_BUCKET", "LBZF_S3_KMS_KEY_ID", "LBZF_JETSON_HOST"])
+def test_prod_engine_builder_takes_every_jetson_setting():
+    """Each LBZF_JETSON_* variable documented in docs/deployment.md reaches the builder; unset ones keep
+    the builder's defaults."""
+    defaults = resources_for(env=PROD_ENV)["engine_builder"]
+    assert defaults.port == 22 and defaults.key_path is None
+    assert defaults.effective_remote_dir == "/home/lbzf/lbzf/engines"
+    assert defaults.trtexec_path == JetsonSSHEngineBuilder.model_fields["trtexec_path"].default
+    env = dict(PROD_ENV, LBZF_JETSON_PORT="2222", LBZF_JETSON_KEY_PATH="/etc/lbzf/id_ed25519",
+               LBZF_JETSON_REMOTE_DIR="/data/lbzf/engines", LBZF_JETSON_TRTEXEC="/opt/tensorrt/bin/trtexec")
+    builder = resources_for(env=env)["engine_builder"]
+    assert isinstance(builder, JetsonSSHEngineBuilder)
+    assert (builder.host, builder.port, builder.user) == ("jetson-line1.example.internal", 2222, "lbzf")
+    assert builder.key_path == "/etc/lbzf/id_ed25519" and builder.known_hosts_path == "/etc/lbzf/known_hosts"
+    assert builder.effective_remote_dir == "/data/lbzf/engines"
+    assert builder.trtexec_path == "/opt/tensorrt/bin/trtexec"
+
+
+@pytest.mark.parametrize("missing", ["LBZF_S3_BUCKET", "LBZF_S3_KMS_KEY_ID", "LBZF_JETSON_HOST",
+                                     "LBZF_JETSON_USER", "LBZF_JETSON_KNOWN_HOSTS"])
 def test_prod_names_the_missing_setting(missing):
     env = {k: v for k, v in PROD_ENV.items() if k != missing}
     with pytest.raises(PipelineInputError) as error:
@@ -109,3 +127,13 @@ def test_production_instance_config_is_valid(tmp_path, monkeypatch):
     assert config["compute_logs"]["class"] == "S3ComputeLogManager"
     assert "postgres_db" in config["storage"]["postgres"]
     assert config["telemetry"]["enabled"] is False
+
+
+@pytest.mark.parametrize("deployment", ["local", "prod"])
+def test_training_runs_folder_is_the_trainers_setting(deployment, tmp_path):
+    env = dict(PROD_ENV if deployment == "prod" else {}, LBZF_STORAGE_ROOT=str(tmp_path / "store"),
+               LBZF_TRAIN_DIR=str(tmp_path / "runs"))
+    trainer = resources_for(deployment, env=env)["trainer"]
+    assert trainer.run_dir("stage_b") == tmp_path / "runs" / "stage_b"
+    env.pop("LBZF_TRAIN_DIR")
+    assert resources_for(deployment, env=env)["trainer"].run_dir("stage_b").name == "stage_b"

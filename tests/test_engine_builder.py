@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.hashing import sha256_file
-from resources.engine_builder import (
+from resources.engine import (
     DEFAULT_UNAVAILABLE_REASON,
     EngineBuilder,
     EngineBuildError,
@@ -37,7 +37,6 @@ from resources.engine_builder import (
     parse_cuda_version,
     parse_l4t_release,
     parse_trt_version,
-    select_engine_builder,
 )
 
 try:  # tests/ as a package or as a plain rootdir-relative directory
@@ -450,18 +449,6 @@ def test_local_tensorrt_unavailable_here(onnx_model, tmp_path):
         lb.build(onnx_model, tmp_path / "out", engine_name="m", precision="int8")
 
 
-def test_select_engine_builder(tmp_path):
-    env = {"DAGSTER_DEPLOYMENT": "prod", "LBZF_JETSON_HOST": "jetson-01.lan", "LBZF_JETSON_USER": "lbzf",
-           "LBZF_JETSON_KNOWN_HOSTS": str(tmp_path / "known_hosts"), "LBZF_JETSON_PORT": "2222"}
-    chosen = select_engine_builder(env)
-    assert isinstance(chosen, JetsonSSHEngineBuilder)
-    assert chosen.port == 2222 and chosen.key_path is None and chosen.effective_remote_dir == "/home/lbzf/lbzf/engines"
-    partial = select_engine_builder({"DAGSTER_DEPLOYMENT": "prod", "LBZF_JETSON_HOST": "jetson-01.lan"})
-    assert isinstance(partial, UnavailableEngineBuilder) and "LBZF_JETSON_USER" in partial.reason
-    if importlib.util.find_spec("tensorrt") is None:
-        assert isinstance(select_engine_builder({}), UnavailableEngineBuilder)
-
-
 def test_builders_are_dagster_resources(tmp_path):
     import dagster as dg
 
@@ -473,6 +460,22 @@ def test_builders_are_dagster_resources(tmp_path):
     assert result.success and result.output_for_node("probe") == {"ok": False}
     with pytest.raises(TypeError, match="abstract"):
         EngineBuilder()
+
+
+def test_deploy_is_part_of_every_builder(tmp_path):
+    """Every builder answers `deploy_support`; only the Jetson deploys, the others refuse with the reason."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    for builder in (UnavailableEngineBuilder(), LocalTensorRTEngineBuilder()):
+        ok, why = builder.deploy_support()
+        assert not ok and type(builder).__name__ in why and "LBZF_JETSON_HOST" in why
+        with pytest.raises(EngineBuildError, match=r"cannot deploy m\.engine \(shadow\)") as err:
+            builder.deploy_engine(engine, mode="shadow")
+        assert why in str(err.value) and err.value.remedy
+    jetson = JetsonSSHEngineBuilder(host="jetson-01.lan", user="lbzf", known_hosts_path=str(tmp_path / "kh"),
+                                    remote_dir="/data/engines")
+    ok, where = jetson.deploy_support()
+    assert ok and "lbzf@jetson-01.lan:22" in where and "/data/engines" in where
 
 
 def test_local_trtexec_build_with_standin(fake_root, onnx_model, tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ import pytest
 
 from pipeline.engine_validation import compare_engine, latency_summary
 from pipeline.hashing import sha256_file
-from resources.engine_builder import JetsonSSHEngineBuilder, UnavailableEngineBuilder
+from resources.engine import JetsonSSHEngineBuilder, UnavailableEngineBuilder
 
 try:  # tests/ as a package or as a plain rootdir-relative directory
     from tests.ssh_server import openssh_server, sshd_missing_reason

@@ -129,7 +129,8 @@ def cycle(tmp_path_factory):
         from demo.run import annotate_hard_examples
         from orchestration.sensors import annotation_exports_sensor
 
-        defs = build_definitions("local", env={"LBZF_STORAGE_ROOT": str(root)})
+        defs = build_definitions("local", env={"LBZF_STORAGE_ROOT": str(root),
+                                               "LBZF_TRAIN_DIR": str(home / "train_runs")})
         store = defs.resources["store"]
         instance = dg.DagsterInstance.ephemeral()
         run = lambda job, **kw: defs.resolve_job_def(job).execute_in_process(instance=instance, **kw)  # noqa: E731
@@ -315,7 +316,7 @@ def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cy
     from assets.retraining import _deploy_candidate_to_shadow, _deploy_production_engine, _month_candidate, \
         _with_engine
     from pipeline.hashing import sha256_file
-    from resources.engine_builder import EngineBuilder, EngineBuildResult, EngineDeployResult
+    from resources.engine import EngineBuilder, EngineBuildResult, EngineDeployResult
 
     class StandInJetson(EngineBuilder):
         device_dir: str
@@ -333,6 +334,9 @@ def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cy
             sidecar.write_text(json.dumps({"engine_sha256": sha256_file(engine), "versions": {"tensorrt": "8.6.2"}}))
             return EngineBuildResult(status="built", engine_path=engine, engine_sha256=sha256_file(engine),
                                      onnx_sha256=sha256_file(onnx_path), precision=precision, metadata_path=sidecar)
+
+        def deploy_support(self):
+            return True, f"stand-in device folder {self.device_dir}"
 
         def deploy_engine(self, engine_path, *, mode="shadow", metadata_path=None, check_compat=True):
             target = Path(self.device_dir) / mode / Path(engine_path).name

@@ -1,5 +1,6 @@
 """Training: the recipe trains a real (tiny) model on real labelled images, resumes after an
 interruption, and runs in a separate process through Dagster Pipes with crashes contained."""
+import json
 import shutil
 from pathlib import Path
 
@@ -64,6 +65,49 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(coco8, tmp_path):
     assert result.resumed is True
     assert result.epochs_run == 2  # epoch 1 was not repeated: results.csv holds exactly two epochs
     assert (run_dir / "finished").exists()
+
+
+def test_a_run_resumes_on_a_new_pod_from_the_store(coco8, tmp_path):
+    """The pod that trained is lost after epoch 1 (its runs folder and dataset folder are gone); a new pod
+    with an empty runs folder, the dataset elsewhere and a training process of its own (Pipes) restores
+    the run from the store and resumes it: epoch 1 is not repeated. Finished, the run leaves the store."""
+    from pipeline import keys
+    from resources.storage import LocalArtifactStore
+
+    store = LocalArtifactStore(root=str(tmp_path / "store"))
+    recipe = TrainingRecipe(epochs=2, **TINY)
+    lost = InProcessTrainer(runs_dir=str(tmp_path / "pod1" / "runs"))
+
+    def crash_after_first_epoch(row):
+        raise Interrupt(f"pod lost after epoch {row['epoch']}")
+
+    with pytest.raises(Interrupt):
+        lost.fit(recipe, coco8, "yolov8n.yaml", lost.run_dir("lbzf_test_model"), on_epoch=crash_after_first_epoch,
+                 store=store)
+    first = lost.run_dir("lbzf_test_model")
+    manifest = json.loads(store.read_bytes(keys.train_run_prefix("lbzf_test_model") + "manifest.json"))
+    assert set(manifest["files"]) == {"weights/last.pt", "results.csv", "args.yaml"}
+    assert manifest["files"]["weights/last.pt"]["sha256"] == (first / "weights" / "last.pt.sha256").read_text().strip()
+    shutil.rmtree(tmp_path / "pod1")  # the pod and its disk are gone
+    dataset = yaml.safe_load(coco8.read_text())
+    shutil.move(dataset["path"], tmp_path / "pod2-coco8")  # the new pod materializes the dataset elsewhere
+    data = tmp_path / "pod2.yaml"
+    data.write_text(yaml.safe_dump({**dataset, "path": str(tmp_path / "pod2-coco8")}))
+
+    fresh = PipesSubprocessTrainer(runs_dir=str(tmp_path / "pod2" / "runs"))
+
+    @dg.asset
+    def resumed_model(context: dg.AssetExecutionContext, trainer: PipesSubprocessTrainer) -> dg.MaterializeResult:
+        result = trainer.fit(recipe, data, "yolov8n.yaml", trainer.run_dir("lbzf_test_model"), context=context,
+                             store=store)
+        return dg.MaterializeResult(metadata={"resumed": result.resumed, "epochs": result.epochs_run})
+
+    result = dg.materialize([resumed_model], resources={"trainer": fresh})
+    meta = result.asset_materializations_for_node("resumed_model")[0].metadata
+    assert meta["resumed"].value is True
+    assert meta["epochs"].value == 2  # epoch 1 came from the store: results.csv holds exactly two epochs
+    assert (fresh.run_dir("lbzf_test_model") / "finished").exists()
+    assert not list(store.list_keys(keys.TRAIN_RUNS_PREFIX))  # finished: nothing left to resume
 
 
 def _profile_asset(name: str, recipe: TrainingRecipe, data: Path, run_dir: Path):

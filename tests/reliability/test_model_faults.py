@@ -20,8 +20,8 @@ from pipeline.export import inspect_onnx
 from pipeline.hashing import sha256_file
 from pipeline.training import TrainingRecipe
 from resources.base_weights import BaseWeights
-from resources.engine_builder import (EngineBuildError, EngineCompatibilityError, LocalTensorRTEngineBuilder,
-                                      check_engine_compatible)
+from resources.engine import (EngineBuildError, EngineCompatibilityError, LocalTensorRTEngineBuilder,
+                              check_engine_compatible)
 from resources.storage import LocalArtifactStore
 
 

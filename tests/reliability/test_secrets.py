@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.engine_builder import EngineBuildError, JetsonSSHEngineBuilder
+from resources.engine import EngineBuildError, JetsonSSHEngineBuilder
 from resources.storage import S3ArtifactStore, S3RequestError, StorageError
 
 try:
