@@ -10,9 +10,11 @@ import pandas as pd
 from assets.common import RecipeConfig, md_table, read_parquet, write_parquet
 from assets.footage import read_video_manifest, stage_a_sample
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, split_key, yolo_dataset
-from assets.plots import confidence_histogram, paired_plot, recall_by_operation, worst_frames
+from assets.plots import confidence_histogram, confusion_figure, paired_plot, recall_by_operation, worst_frames
+from assets.views import gap_views, split_views, training_views
 from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
+from pipeline.confusion import confusion_matrix
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
 from pipeline.detector import load_model, predict_persons
 from pipeline.gate import GateThresholds, decide
@@ -91,7 +93,9 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
     decision = decide(point["recall"], ci["recall_ci"], point["median_best_conf"], ci["median_best_conf_ci"],
                       point["n_frames_with_person"],
                       GateThresholds(config.min_recall, config.min_median_conf, config.inconclusive_action))
+    cm = confusion_matrix(gt, preds, conf=config.fp_conf, iou_threshold=config.iou_threshold)
     report = {"weights": weights.to_metadata(), "summary": point, "ci": ci, "gate": decision.to_metadata(),
+              "confusion_matrix": cm,
               "speed_ms_per_image": speed, "iou_threshold": config.iou_threshold, "fp_conf": config.fp_conf}
     if weights.untrained:
         report["warning"] = UNTRAINED_WARNING
@@ -111,7 +115,7 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
         "official_coco_weights": weights.official_coco, "by_operation": md_table(by_op),
         "by_camera": md_table(breakdown(table, "camera")),
         "confidence_histogram": confidence_histogram(table), "recall_by_operation": recall_by_operation(table),
-        "worst_frames": worst_frames(store, table, gt, preds),
+        "worst_frames": worst_frames(store, table, gt, preds), "confusion_matrix": confusion_figure(cm),
         "report_sha256": sha256_bytes(report_bytes), "report_uri": store.uri(f"{STAGE_A_PREFIX}stage_a_report.json"),
     })
 
@@ -167,7 +171,9 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
             "why": why, "sha256": result.best_sha256, "uri": store.uri(model_key), "epochs_run": result.epochs_run,
             "resumed": result.resumed, "recipe": dg.MetadataValue.json(config.recipe().train_args()),
             "base_weights": weights.path, "base_untrained": weights.untrained,
-            "curves": md_table(curves.round(4)), "final": dg.MetadataValue.json(result.final_metrics)})
+            "curves": md_table(curves.round(4)), "final": dg.MetadataValue.json(result.final_metrics),
+            **training_views(store, f"{keys.model_prefix(MODEL_NAME)}figures/training_curves.png", result.curves,
+                             MODEL_NAME)})
         selected = {"model": MODEL_NAME, "key": model_key, "sha256": result.best_sha256, "why": why,
                     "version": MODEL_VERSION, "imgsz": config.imgsz}
     else:
@@ -205,7 +211,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     split = read_split(store)
     model_key = MODEL_KEY
     base = json.loads(store.read_bytes(f"{STAGE_A_PREFIX}stage_a_report.json"))["weights"]
-    comparison = None
+    comparison, views, view_meta = None, {}, {}
     with tempfile.TemporaryDirectory(prefix="lbzf-eval-") as tmp:
         weights = fetch_weights(store, model_key, Path(tmp) / Path(model_key).name)
         result, tables = {"model": MODEL_NAME, "model_sha256": sha256_file(weights),
@@ -228,6 +234,12 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
                      "per_operation": breakdown(table, "operation").to_dict("records"),
                      "per_class": {"person": {"map50": ap["ap50"], "map50_95": ap["ap50_95"]}},
                      "conf_sweep": sweep, "operating_point": _operating_point(sweep), "speed_ms_per_image": speed}
+            extra, meta, flags = split_views(store, keys.model_prefix(MODEL_NAME), name, gt, preds, sweep=sweep,
+                                             point=entry["operating_point"], conf=config.fp_conf,
+                                             iou_threshold=config.iou_threshold)
+            entry.update(extra)
+            view_meta.update(meta)
+            views[name] = (table, flags)
             if base_preds is not None:
                 base_table = per_frame(frames, gt, base_preds, iou_threshold=config.iou_threshold,
                                        fp_conf=config.fp_conf)
@@ -244,6 +256,10 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
             result["splits"][name] = entry
             tables.append({"split": name, "frames": len(frames), "P": pr["precision"], "R": pr["recall"],
                            "mAP50": ap["ap50"], "mAP50-95": ap["ap50_95"], "frame_recall": entry["per_frame"]["recall"]})
+    if "test" in views and "deployment_test" in views:
+        result["domain_shift"], meta = gap_views(views["test"], views["deployment_test"], n_boot=config.n_boot,
+                                                 seed=config.seed)
+        view_meta.update(meta)
     data = json.dumps(result, indent=2, default=float).encode()
     key = f"{keys.model_prefix(MODEL_NAME)}eval_{MODEL_VERSION}.json"
     store.write_bytes(key, data)
@@ -253,7 +269,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
         metadata["test_recall_difference_by_operation"] = paired_plot(comparison)
         if base["untrained"]:
             metadata["baseline_WARNING"] = UNTRAINED_WARNING
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata={**metadata, **view_meta})
 
 
 def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame, imgsz: int) -> pd.DataFrame | None:

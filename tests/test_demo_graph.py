@@ -132,6 +132,18 @@ def test_stage_b_model_eval_and_selection(demo):
     for split in ("val", "test", "deployment_test"):
         entry = evaluation["splits"][split]
         assert 0.0 <= entry["map50"] <= 1.0 and entry["n_frames"] > 0 and "per_frame" in entry
+        # the confusion matrix agrees with the evaluation's own counts (seed views, item 1)
+        totals = entry["confusion_matrix"]["totals"]
+        sweep = {row["conf"]: row for row in entry["conf_sweep"]}
+        assert totals["false_positives"] == entry["per_frame"]["false_positives"]
+        assert totals["gt_boxes"] - totals["misses"] == sweep[0.25]["tp"] and totals["gt_boxes"] == sweep[0.25]["n_gt"]
+        assert (store / f"models/yolov8n_lbzf_v0/figures/confusion_{split}.png").stat().st_size > 5000
+    gap = evaluation["domain_shift"]
+    assert gap["direction"] == "deployment_test - test" and set(gap["gap"]) == {"recall", "median_best_conf", "map50"}
+    eval_meta = _metadata(demo["instance"], "evaluation")
+    for label in ("confusion_matrix_test", "pr_f1_curves_test", "conf_sweep_test", "domain_shift_gap"):
+        assert "data:image/png;base64," in eval_meta[label], label
+    assert "data:image/png;base64," in meta["training_curves"]
     selected = json.loads((store / "models/selected_model.json").read_text())
     assert selected["model"] == "yolov8n_lbzf_v0" and selected["sha256"] == meta["sha256"]
 
