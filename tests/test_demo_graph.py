@@ -222,3 +222,14 @@ def test_monthly_cycle_promotes_then_rolls_back(demo):
     assert (demo["store"] / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.pt").exists()
     meta = _metadata(demo["instance"], "production_model")
     assert meta  # the promotion decision and its reasons are in the UI
+
+
+@pytest.mark.seed_views
+def test_video_preview_of_the_selected_model(demo):
+    import av
+
+    meta = _metadata(demo["instance"], "video_preview")
+    (video,) = (demo["store"] / "previews").glob("*/yolov8n_lbzf_v0/preview.mp4")
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == meta["frames"] == 20  # 4 s at 5 fps
+    assert "data:image/jpeg;base64," in meta["contact_sheet"] and (video.parent / "contact_sheet.jpg").exists()
