@@ -11,7 +11,7 @@ from assets.common import RecipeConfig, md_table, read_parquet, write_parquet
 from assets.footage import read_video_manifest, stage_a_sample
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split, split_key, yolo_dataset
 from assets.plots import confidence_histogram, confusion_figure, paired_plot, recall_by_operation, worst_frames
-from assets.views import gap_views, split_views, training_views
+from assets.views import gap_views, speed_views, split_views, training_views
 from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
 from pipeline.confusion import confusion_matrix
@@ -202,6 +202,7 @@ class EvaluationConfig(dg.Config):
     n_boot: int = 2000
     seed: int = 0
     conf_sweep: list[float] = [0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7]
+    speed_images: int = 16  # test frames timed per stage, PyTorch and ONNX (0: skip)
 
 
 @dg.asset(deps=["stage_b_model"], group_name="models", kinds={"json"})
@@ -254,6 +255,11 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
             else:
                 entry["baseline"] = {"note": "no baseline predictions for these frames"}
             result["splits"][name] = entry
+            if config.speed_images and name == "test":
+                result["speed_per_stage"], meta = speed_views(
+                    store, weights, frames["frame_key"].tolist()[:config.speed_images], imgsz=config.imgsz, folder=tmp)
+                result["speed_per_stage"]["split"] = name
+                view_meta.update(meta)
             tables.append({"split": name, "frames": len(frames), "P": pr["precision"], "R": pr["recall"],
                            "mAP50": ap["ap50"], "mAP50-95": ap["ap50_95"], "frame_recall": entry["per_frame"]["recall"]})
     if "test" in views and "deployment_test" in views:

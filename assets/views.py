@@ -68,3 +68,25 @@ def training_views(store: ArtifactStore, key: str, curves, title: str) -> dict:
         return {"training_curves": dg.MetadataValue.md("(no per-epoch rows: the run wrote no results.csv)")}
     data = figures.training_curves_png(curves, title)
     return {"training_curves": image_md(data, "training curves", explain("training_curves"), _put(store, key, data))}
+
+
+def speed_views(store: ArtifactStore, weights, frame_keys: list[str], *, imgsz: int, folder) -> tuple[dict, dict]:
+    """Pre-process, inference and post-process ms per image for PyTorch and ONNX Runtime on the same
+    frames (the ONNX file exported here, at the evaluation's image size)."""
+    from pathlib import Path
+
+    from pipeline import keys
+    from pipeline.export import export_onnx
+    from pipeline.speed import backend_speeds
+
+    folder = Path(folder)
+    images = []
+    for key in frame_keys:
+        images.append(folder / "speed" / keys.package_file_name(key))
+        store.download_file(key, images[-1])
+    onnx_path = export_onnx(Path(weights), folder / "speed" / "model.onnx", imgsz=imgsz)
+    speeds = backend_speeds(Path(weights), onnx_path, images, imgsz=imgsz)
+    table = pd.DataFrame([{"backend": b, **{k: s[k] for k in ("preprocess", "inference", "postprocess", "sum_ms",
+                                                               "wall_ms_per_image", "images")}}
+                          for b, s in speeds.items()])
+    return speeds, {"speed_per_stage_ms": md_table(table), "speed_about": explain("speed")}

@@ -144,6 +144,9 @@ def test_stage_b_model_eval_and_selection(demo):
     for label in ("confusion_matrix_test", "pr_f1_curves_test", "conf_sweep_test", "domain_shift_gap"):
         assert "data:image/png;base64," in eval_meta[label], label
     assert "data:image/png;base64," in meta["training_curves"]
+    for backend in ("pytorch", "onnx"):
+        speed = evaluation["speed_per_stage"][backend]
+        assert min(speed["preprocess"], speed["inference"], speed["postprocess"]) > 0
     selected = json.loads((store / "models/selected_model.json").read_text())
     assert selected["model"] == "yolov8n_lbzf_v0" and selected["sha256"] == meta["sha256"]
 

@@ -286,3 +286,27 @@ def test_video_preview_asset_writes_previews_and_shows_the_contact_sheet(tmp_pat
     bad = {"ops": {"video_preview": {"config": {"video_id": "nope"}}}}
     with pytest.raises(PipelineInputError, match="video_id.*nope"):
         dg.materialize([video_preview], resources={"store": store}, run_config=bad)
+
+
+# --------------------------------------------------------------------------- speed per stage
+
+
+def test_speed_per_stage_is_positive_and_sums_to_the_wall_time(tmp_path):
+    from pathlib import Path
+
+    from pipeline.export import export_onnx
+    from pipeline.offline import ultralytics_yolo
+    from pipeline.speed import backend_speeds
+
+    images = sorted((Path(__file__).resolve().parents[2] / "shared/fixtures/coco8_yolo/images").rglob("*.jpg"))
+    assert images, "shared/fixtures/coco8_yolo is missing"
+    weights = tmp_path / "m.pt"
+    ultralytics_yolo()("yolov8n.yaml").save(str(weights))
+    onnx_path = export_onnx(weights, tmp_path / "m.onnx", imgsz=160)
+    speeds = backend_speeds(weights, onnx_path, images[:6], imgsz=160)
+    assert set(speeds) == {"pytorch", "onnx"}
+    for backend, s in speeds.items():
+        assert min(s["preprocess"], s["inference"], s["postprocess"]) > 0, (backend, s)
+        assert s["images"] == 6
+        total = s["preprocess"] + s["inference"] + s["postprocess"]
+        assert abs(total - s["wall_ms_per_image"]) <= 0.2 * s["wall_ms_per_image"], (backend, s)
