@@ -11,6 +11,7 @@ import pandas as pd
 from assets.common import md_table
 from assets.labels import read_split, yolo_dataset
 from assets.models import _materialize_dataset, detect, labelled_set
+from assets.views import training_views
 from pipeline import keys
 from pipeline.coco_map import average_precision
 from pipeline.detection_metrics import per_frame, summary
@@ -61,7 +62,8 @@ def build_profile_asset(name: str, profile: Profile) -> dg.AssetsDefinition:
             "model": profile.model, "recipe": dg.MetadataValue.json(recipe.train_args()), "sha256": result.best_sha256,
             "uri": store.uri(key), "epochs_run": result.epochs_run, "val_map50": ap["ap50"],
             "val_map50_95": ap["ap50_95"], "val_frame_recall": summary(table)["recall"],
-            "speed_ms_per_image": dg.MetadataValue.json(speed)})
+            "speed_ms_per_image": dg.MetadataValue.json(speed),
+            **training_views(store, keys.profile_figure_key(name, "training_curves"), result.curves, f"profile {name}")})
 
     return _asset
 

@@ -11,9 +11,11 @@ import pydantic
 from assets.common import RecipeConfig, md_table, read_parquet, write_parquet
 from assets.footage import read_video_manifest, stage_a_sample
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, annotations, primary_labels, read_split, yolo_dataset
-from assets.plots import confidence_histogram, paired_plot, recall_by_operation, worst_frames
+from assets.plots import confidence_histogram, confusion_figure, paired_plot, recall_by_operation, worst_frames
+from assets.views import gap_views, speed_views, split_views, training_views
 from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
+from pipeline.confusion import confusion_matrix
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
 from pipeline.detector import load_model, predict_persons
 from pipeline.errors import PipelineInputError
@@ -116,7 +118,9 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
                       point["n_frames_with_person"],
                       GateThresholds(config.min_recall, config.min_median_conf, config.inconclusive_action,
                                      config.gate_rule))
+    cm = confusion_matrix(gt, preds, conf=config.fp_conf, iou_threshold=config.iou_threshold)
     report = {"weights": weights.to_metadata(), "summary": point, "ci": ci, "gate": decision.to_metadata(),
+              "confusion_matrix": cm,
               "speed_ms_per_image": speed, "iou_threshold": config.iou_threshold, "fp_conf": config.fp_conf}
     if weights.untrained:
         report["warning"] = UNTRAINED_WARNING
@@ -136,7 +140,7 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
         "official_coco_weights": weights.official_coco, "by_operation": md_table(by_op),
         "by_camera": md_table(breakdown(table, "camera")),
         "confidence_histogram": confidence_histogram(table), "recall_by_operation": recall_by_operation(table),
-        "worst_frames": worst_frames(store, table, gt, preds),
+        "worst_frames": worst_frames(store, table, gt, preds), "confusion_matrix": confusion_figure(cm),
         "report_sha256": sha256_bytes(report_bytes), "report_uri": store.uri(keys.STAGE_A_REPORT),
     })
 
@@ -193,7 +197,8 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
             "why": why, "sha256": result.best_sha256, "uri": store.uri(model_key), "epochs_run": result.epochs_run,
             "resumed": result.resumed, "recipe": dg.MetadataValue.json(config.recipe().train_args()),
             "base_weights": weights.path, "base_untrained": weights.untrained,
-            "curves": md_table(curves.round(4)), "final": dg.MetadataValue.json(result.final_metrics)})
+            "curves": md_table(curves.round(4)), "final": dg.MetadataValue.json(result.final_metrics),
+            **training_views(store, MODEL_KEYS.figure("training_curves"), result.curves, MODEL_NAME)})
         selected = ModelRecord(version=MODEL_VERSION, model=MODEL_NAME, weights_key=model_key,
                                weights_sha256=result.best_sha256, imgsz=config.imgsz, why=why).to_selected()
     else:
@@ -228,6 +233,7 @@ class EvaluationConfig(dg.Config):
     n_boot: int = 2000
     seed: int = 0
     conf_sweep: list[float] = [0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7]
+    speed_images: int = 16  # test frames timed per stage, PyTorch and ONNX (0: skip)
 
 
 @dg.asset(deps=["stage_b_model"], group_name="models", kinds={"json"})
@@ -237,7 +243,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     split = read_split(store)
     model_key = MODEL_KEY
     base = json.loads(store.read_bytes(keys.STAGE_A_REPORT))["weights"]
-    comparison = None
+    comparison, views, view_meta = None, {}, {}
     with tempfile.TemporaryDirectory(prefix="lbzf-eval-") as tmp:
         weights = fetch_weights(store, model_key, Path(tmp) / Path(model_key).name)
         result, tables = {"model": MODEL_NAME, "model_sha256": sha256_file(weights),
@@ -260,6 +266,12 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
                      "per_operation": breakdown(table, "operation").to_dict("records"),
                      "per_class": {"person": {"map50": ap["ap50"], "map50_95": ap["ap50_95"]}},
                      "conf_sweep": sweep, "operating_point": _operating_point(sweep), "speed_ms_per_image": speed}
+            extra, meta, flags = split_views(store, MODEL_KEYS, name, gt, preds, sweep=sweep,
+                                             point=entry["operating_point"], conf=config.fp_conf,
+                                             iou_threshold=config.iou_threshold)
+            entry.update(extra)
+            view_meta.update(meta)
+            views[name] = (table, flags)
             if base_preds is not None:
                 covered = set(base_frames["frame_key"])
                 base_gt = gt[gt["frame_key"].isin(covered)]
@@ -279,8 +291,17 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
             else:
                 entry["baseline"] = {"note": "no baseline predictions for these frames"}
             result["splits"][name] = entry
+            if config.speed_images and name == "test":
+                result["speed_per_stage"], meta = speed_views(
+                    store, weights, frames["frame_key"].tolist()[:config.speed_images], imgsz=config.imgsz, folder=tmp)
+                result["speed_per_stage"]["split"] = name
+                view_meta.update(meta)
             tables.append({"split": name, "frames": len(frames), "P": pr["precision"], "R": pr["recall"],
                            "mAP50": ap["ap50"], "mAP50-95": ap["ap50_95"], "frame_recall": entry["per_frame"]["recall"]})
+    if "test" in views and "deployment_test" in views:
+        result["domain_shift"], meta = gap_views(views["test"], views["deployment_test"], n_boot=config.n_boot,
+                                                 seed=config.seed)
+        view_meta.update(meta)
     data = json.dumps(result, indent=2, default=float).encode()
     key = MODEL_KEYS.report("eval")
     store.write_bytes(key, data)
@@ -290,7 +311,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
         metadata["test_recall_difference_by_operation"] = paired_plot(comparison)
         if base["untrained"]:
             metadata["baseline_WARNING"] = UNTRAINED_WARNING
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata={**metadata, **view_meta})
 
 
 def _baseline_predictions(store: ArtifactStore, base: dict, frames: pd.DataFrame,

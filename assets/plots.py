@@ -7,14 +7,30 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from pipeline import figures
+from pipeline.explanations import explain
 
-def _png_md(fig, alt: str) -> dg.MetadataValue:
-    import matplotlib.pyplot as plt
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
+def image_md(data: bytes, alt: str, about: str | None = None, link: str | None = None,
+             mime: str = "image/png") -> dg.MetadataValue:
+    """An inline image, with the operator's one-line explanation above it and a link to the stored file."""
+    parts = [f"*{about}*"] if about else []
+    parts.append(f"![{alt}](data:{mime};base64,{base64.b64encode(data).decode()})")
+    if link:
+        parts.append(f"stored: `{link}`")
+    return dg.MetadataValue.md("\n\n".join(parts))
+
+
+def _png_md(fig, alt: str, about: str | None = None) -> dg.MetadataValue:
+    return image_md(figures.png(fig), alt, about)
+
+
+def confusion_figure(cm: dict, title: str = "", link: str | None = None) -> dg.MetadataValue:
+    return image_md(figures.confusion_png(cm, title), "confusion matrix", explain("confusion_matrix"), link)
+
+
+def training_curves_figure(curves, title: str = "", link: str | None = None) -> dg.MetadataValue:
+    return image_md(figures.training_curves_png(curves, title), "training curves", explain("training_curves"), link)
 
 
 def _figure(width: float = 6, height: float = 3.2):
@@ -36,7 +52,7 @@ def confidence_histogram(table: pd.DataFrame) -> dg.MetadataValue:
         ax.legend()
     ax.set_xlabel("confidence of the best person box")
     ax.set_ylabel("frames")
-    return _png_md(fig, "confidence histogram")
+    return _png_md(fig, "confidence histogram", explain("confidence_histogram"))
 
 
 def recall_by_operation(table: pd.DataFrame, n_boot: int = 500, seed: int = 0) -> dg.MetadataValue:
@@ -58,7 +74,7 @@ def recall_by_operation(table: pd.DataFrame, n_boot: int = 500, seed: int = 0) -
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("per-frame recall @ IoU 0.5")
-    return _png_md(fig, "recall by operation")
+    return _png_md(fig, "recall by operation", explain("recall_by_operation"))
 
 
 def contact_sheet(store, frame_keys: list[str], columns: int = 8, thumb_width: int = 160,
@@ -97,7 +113,7 @@ def paired_plot(table: pd.DataFrame) -> dg.MetadataValue:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("recall difference (fine-tuned - baseline)")
-    return _png_md(fig, "paired recall difference by operation")
+    return _png_md(fig, "paired recall difference by operation", explain("paired_plot"))
 
 
 def worst_frames(store, table: pd.DataFrame, gt: pd.DataFrame, preds: pd.DataFrame, n: int = 6,
@@ -129,5 +145,5 @@ def worst_frames(store, table: pd.DataFrame, gt: pd.DataFrame, preds: pd.DataFra
         tiles.append(np.zeros_like(tiles[0]))
     sheet = np.vstack([np.hstack(tiles[i:i + 3]) for i in range(0, len(tiles), 3)])
     ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return dg.MetadataValue.md("green: labelled person, red: detection\n\n"
+    return dg.MetadataValue.md(f"*{explain('worst_frames')}*\n\n"
                                f"![worst frames](data:image/jpeg;base64,{base64.b64encode(jpeg.tobytes()).decode()})")

@@ -24,9 +24,12 @@ from assets.common import (RecipeConfig, config_from, load_frame_manifests, md_t
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
+from assets.plots import confusion_figure
 from pipeline import keys, registry
 from pipeline.coco_map import average_precision
+from pipeline.confusion import confusion_matrix
 from pipeline.detection_metrics import per_frame, summary
+from pipeline.explanations import explain
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.paired import paired_difference
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
@@ -281,6 +284,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                                      "hard_examples": int(train["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).sum())},
                     "hard_example_months": sorted(hard["month"].unique().tolist()) if len(hard) else []}
             _write_json(store, card_key, card)
+            write_parquet(store, keys.version_keys(version).train_curves, pd.DataFrame(result.curves))
             trained = True
     _write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
     per_split = table.assign(source=table["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).map(
@@ -292,7 +296,17 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
         "split_uri": store.uri(keys.split_key(version)), "per_split": md_table(per_split),
         "hard_examples_trained": int(card["train_frames"]["hard_examples"]),
         "recipe": dg.MetadataValue.json(card["recipe"]), "protected_splits": "test, deployment_test: never trained on "
-        "(checked)", "final": dg.MetadataValue.json(card.get("final_metrics") or {})})
+        "(checked)", "final": dg.MetadataValue.json(card.get("final_metrics") or {}),
+        **_training_views(store, version)})
+
+
+def _training_views(store: ArtifactStore, version: str) -> dict:
+    """The candidate's per-epoch figure, from the curves stored when it was trained."""
+    from assets.views import training_views
+
+    key = keys.version_keys(version).train_curves
+    curves = read_parquet(store, key) if store.exists(key) else pd.DataFrame()
+    return training_views(store, keys.version_keys(version).figure("training_curves"), curves, version)
 
 
 # --------------------------------------------------------------------------- candidate_comparison
@@ -343,7 +357,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
         for role, weights, own in (("production", prod_weights, production.get("imgsz") or 640),
                                    ("candidate", cand_weights, card["imgsz"])):
             preds[role], _ = detect(store, str(weights), frames, config.imgsz or int(own))
-    subsets, rows = {}, []
+    subsets, rows, figures = {}, [], {}
     for subset, group in frames.groupby("subset", sort=False):
         context_cols = group[["frame_key", "video_id", "operation", "camera"]]
         subset_gt = gt[gt["frame_key"].isin(set(group["frame_key"]))]
@@ -358,7 +372,13 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
               for role in preds}
         entry = {**{k: v for k, v in paired.items() if k != "subset"}, "map50_a": ap["production"]["ap50"],
                  "map50_b": ap["candidate"]["ap50"], "gated": subset != "hard_trained",
-                 "production": summary(tables["production"]), "candidate": summary(tables["candidate"])}
+                 "production": summary(tables["production"]), "candidate": summary(tables["candidate"]),
+                 "confusion_matrix": {role: confusion_matrix(subset_gt, p[p["frame_key"].isin(set(group["frame_key"]))],
+                                                             conf=config.fp_conf, iou_threshold=config.iou_threshold)
+                                      for role, p in preds.items()}}
+        if subset == "test":
+            figures.update({f"confusion_matrix_test_{role}": confusion_figure(cm, f"{role}, test split")
+                            for role, cm in entry["confusion_matrix"].items()})
         subsets[subset] = entry
         ci = entry["recall_diff_ci"]
         rows.append({"subset": SUBSET_NAMES.get(subset, subset), "frames": entry["frames"], "videos": entry["videos"],
@@ -379,6 +399,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
         "comparison": md_table(table.round(3) if len(table) else table),
         "note": "a = production, b = candidate; Δ = candidate - production; CIs resample whole videos "
                 "(clips for hard examples); trained-on hard examples are in-sample and not gated",
+        "about": explain("comparison"), **figures,
         "uri": store.uri(key), "sha256": digest})
 
 
@@ -514,6 +535,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
         context.log.warning(f"no shadow logs for {version} under {prefix}")
     return dg.MaterializeResult(metadata={
         "candidate": version, "production": str(production["version"]), "source": report["source"],
+        "about": explain("shadow"),
         "log_files": len(files), "paired_frames": int(report.get("paired_frames", 0)),
         "period_h": float(report.get("period_h") or 0.0), "period": f"{report.get('period_start')} to "
                                                                   f"{report.get('period_end')}",

@@ -79,6 +79,9 @@ def run_demo(home: Path, small: bool = False) -> dict:
             _execute(defs, "buffer_frames_job", instance, log, partition_key=run.partition_key)
 
     _execute(defs, "training_job", instance, log, run_config=run_config)
+    _execute(defs, "preview_job", instance, log, run_config={"ops": {"video_preview": {"config": {
+        "length_s": 4.0 if small else 10.0, "fps": 5.0, "imgsz": run_config["ops"]["evaluation"]["config"]["imgsz"],
+        "conf": 0.05}}}})
     run_monthly_cycle(defs, instance, store, log, month="2026-07")
     return _summary(store, log)
 

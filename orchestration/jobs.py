@@ -51,3 +51,5 @@ profiles_job = dg.define_asset_job("profiles_job",
                                    tags=GPU_RUN_TAGS,
                                    description="Every training profile, one step each: a failing profile does "
                                                "not stop the others.")
+preview_job = dg.define_asset_job("preview_job", selection=dg.AssetSelection.assets("video_preview"),
+                                  description="An annotated MP4 of a chosen model on a chosen video (previews/).")

@@ -222,6 +222,10 @@ class ModelKeys:
     def model_card(self) -> str:
         return f"{self.folder}model_card.json"
 
+    def figure(self, name: str, ext: str = "png") -> str:
+        """A figure (or the JSON behind it) shown in the UI: `models/<name>/figures/<figure>.<ext>`."""
+        return f"{self.folder}figures/{name}.{ext}"
+
     def report(self, kind: str) -> str:
         """`<kind>_<version>.json`: eval, comparison, shadow_report, promotion."""
         if not self.version:
@@ -254,6 +258,18 @@ def untrained_weights_key(architecture: str) -> str:
 
 def profile_weights_key(profile: str) -> str:
     return f"models/profiles/{profile}/{profile}.pt"
+
+
+def profile_figure_key(profile: str, name: str) -> str:
+    return f"models/profiles/{profile}/{name}.png"
+
+
+PREVIEWS_PREFIX = "previews/"
+
+
+def preview_prefix(video_id: str, model_label: str) -> str:
+    """An annotated preview of one model on one video: MP4, contact sheet, detections, summary."""
+    return f"{PREVIEWS_PREFIX}{video_id}/{model_label}/"
 
 
 # --------------------------------------------------------------------------- reports

@@ -132,6 +132,21 @@ def test_stage_b_model_eval_and_selection(demo):
     for split in ("val", "test", "deployment_test"):
         entry = evaluation["splits"][split]
         assert 0.0 <= entry["map50"] <= 1.0 and entry["n_frames"] > 0 and "per_frame" in entry
+        # the confusion matrix agrees with the evaluation's own counts (seed views, item 1)
+        totals = entry["confusion_matrix"]["totals"]
+        sweep = {row["conf"]: row for row in entry["conf_sweep"]}
+        assert totals["false_positives"] == entry["per_frame"]["false_positives"]
+        assert totals["gt_boxes"] - totals["misses"] == sweep[0.25]["tp"] and totals["gt_boxes"] == sweep[0.25]["n_gt"]
+        assert (store / f"models/yolov8n_lbzf_v0/figures/confusion_{split}.png").stat().st_size > 5000
+    gap = evaluation["domain_shift"]
+    assert gap["direction"] == "deployment_test - test" and set(gap["gap"]) == {"recall", "median_best_conf", "map50"}
+    eval_meta = _metadata(demo["instance"], "evaluation")
+    for label in ("confusion_matrix_test", "pr_f1_curves_test", "conf_sweep_test", "domain_shift_gap"):
+        assert "data:image/png;base64," in eval_meta[label], label
+    assert "data:image/png;base64," in meta["training_curves"]
+    for backend in ("pytorch", "onnx"):
+        speed = evaluation["speed_per_stage"][backend]
+        assert min(speed["preprocess"], speed["inference"], speed["postprocess"]) > 0
     selected = json.loads((store / "models/selected_model.json").read_text())
     assert selected["model"] == "yolov8n_lbzf_v0" and selected["sha256"] == meta["sha256"]
 
@@ -210,3 +225,14 @@ def test_monthly_cycle_promotes_then_rolls_back(demo):
     assert (demo["store"] / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.pt").exists()
     meta = _metadata(demo["instance"], "production_model")
     assert meta  # the promotion decision and its reasons are in the UI
+
+
+@pytest.mark.seed_views
+def test_video_preview_of_the_selected_model(demo):
+    import av
+
+    meta = _metadata(demo["instance"], "video_preview")
+    (video,) = (demo["store"] / "previews").glob("*/yolov8n_lbzf_v0/preview.mp4")
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == meta["frames"] == 20  # 4 s at 5 fps
+    assert "data:image/jpeg;base64," in meta["contact_sheet"] and (video.parent / "contact_sheet.jpg").exists()
