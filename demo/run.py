@@ -79,11 +79,26 @@ def run_demo(home: Path, small: bool = False) -> dict:
             _execute(defs, "buffer_frames_job", instance, log, partition_key=run.partition_key)
 
     _execute(defs, "training_job", instance, log, run_config=run_config)
+    # v0's launch: in shadow beside the off-the-shelf model, then its gate. No Jetson here, so the shadow
+    # run is simulated (replayed on this machine), and every record of it says "simulated".
+    _execute(defs, "launch_job", instance, log, run_config=launch_run_config())
     _execute(defs, "preview_job", instance, log, run_config={"ops": {"video_preview": {"config": {
         "length_s": 4.0 if small else 10.0, "fps": 5.0, "imgsz": run_config["ops"]["evaluation"]["config"]["imgsz"],
         "conf": 0.05}}}})
     run_monthly_cycle(defs, instance, store, log, month="2026-07")
     return _summary(store, log)
+
+
+# Both demo models are barely trained on CPU, so their differences are noise: the demo loosens the
+# promotion thresholds to show a launch, a promotion and a rollback; production keeps the defaults
+# (pipeline.promotion.PromotionThresholds), and tests/test_retraining_cycle.py checks every refusal reason.
+DEMO_GATE = {"max_recall_drop": 1.0, "max_conf_drop": 1.0, "refuse_significantly_worse": False, "min_agreement": 0.0,
+             "max_detection_rate_diff": 1.0, "max_shadow_conf_drop": 1.0, "max_latency_ratio": 10.0}
+
+
+def launch_run_config() -> dict:
+    return {"ops": {"v0_shadow_report": {"config": {"simulate": True, "max_frames": 60}},
+                    "v0_launch": {"config": DEMO_GATE}}}
 
 
 def cycle_run_config() -> dict:
@@ -96,13 +111,7 @@ def cycle_run_config() -> dict:
         # (the default, 0, compares each model at the size it is deployed with)
         "candidate_comparison": {"config": {"n_boot": 300, "imgsz": 160}},
         "shadow_report": {"config": {"simulate": True}},
-        # Both demo models are barely trained on CPU, so their differences are noise: the demo loosens
-        # the promotion thresholds to show the promotion and the rollback; production keeps the
-        # defaults (PromotionConfig), and tests/test_retraining_cycle.py checks every refusal reason.
-        "production_model": {"config": {"max_recall_drop": 1.0, "max_conf_drop": 1.0,
-                                        "refuse_significantly_worse": False, "min_agreement": 0.0,
-                                        "max_detection_rate_diff": 1.0, "max_shadow_conf_drop": 1.0,
-                                        "max_latency_ratio": 10.0}},
+        "production_model": {"config": DEMO_GATE},
     }}
 
 
@@ -177,6 +186,11 @@ def _summary(store, log: list) -> dict:
         evaluation = json.loads(store.read_bytes(eval_key))
         summary["stage_b"] = {split: {k: entry[k] for k in ("n_frames", "precision", "recall", "map50", "map50_95")}
                               for split, entry in evaluation["splits"].items()}
+    launch_key = keys.version_keys("v0").report("launch")
+    if store.exists(launch_key):
+        launch = json.loads(store.read_bytes(launch_key))
+        summary["launch"] = {"outcome": launch["outcome"], "shadow_source": launch["shadow_source"],
+                             "reasons": launch["decision"]["reasons"]}
     summary["stage_c"] = _stage_c_summary(store)
     summary["artifacts"] = sorted(i.key for i in store.list_keys("models/")) + \
         sorted(i.key for i in store.list_keys("datasets/") if i.key.endswith((".yaml", ".csv")))
@@ -184,14 +198,23 @@ def _summary(store, log: list) -> dict:
 
 
 def _stage_c_summary(store) -> dict:
-    from pipeline import registry
+    from pipeline import keys, registry
 
     decisions = sorted(i.key for i in store.list_keys("models/") if "/promotion_" in i.key)
     last = json.loads(store.read_bytes(decisions[-1])) if decisions else {}
+    shadow = {}
+    if last.get("candidate"):
+        shadow_key = keys.version_keys(last["candidate"]).report("shadow_report")
+        shadow = json.loads(store.read_bytes(shadow_key)) if store.exists(shadow_key) else {}
     return {"candidate": last.get("candidate"), "decision": last.get("outcome"),
+            "shadow_source": shadow.get("source", "none"),
             "reasons": last.get("decision", {}).get("reasons", []),
             "production": registry.current_model_version(store),
             "history": [(e.get("action"), e.get("version")) for e in registry.history(store)]}
+
+
+def _shadow_words(source: str) -> str:
+    return "SIMULATED on this machine, not the device" if source == "simulated" else source
 
 
 def main() -> None:
@@ -214,9 +237,14 @@ def main() -> None:
         print(f"Stage B {split}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in figures.items()))
     print("Selected model:", summary["selected_model"]["model"], "-", summary["selected_model"]["why"])
+    if "launch" in summary:
+        launch = summary["launch"]
+        print(f"v0 launch: {launch['outcome']} (shadow logs: {_shadow_words(launch['shadow_source'])})")
+        for reason in launch["reasons"]:
+            print("  -", reason)
     c = summary["stage_c"]
-    print(f"Stage C 2026-07: candidate {c['candidate']} {c['decision']}; production now {c['production']}; "
-          f"history {c['history']}")
+    print(f"Stage C 2026-07: candidate {c['candidate']} {c['decision']} (shadow logs: "
+          f"{_shadow_words(c['shadow_source'])}); production now {c['production']}; history {c['history']}")
     for reason in c["reasons"]:
         print("  -", reason)
     print(f"Open it in the UI:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} LBZF_STORAGE_ROOT={os.environ['LBZF_STORAGE_ROOT']}"
