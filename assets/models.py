@@ -20,6 +20,7 @@ from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, 
 from pipeline.detector import load_model, predict_persons
 from pipeline.errors import PipelineInputError
 from pipeline.gate import GateThresholds, check_gate_setting, decide_fine_tuning
+from pipeline.train_runs import archive_run
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.model_record import OFF_SHELF, ModelRecord
 from pipeline.paired import paired_difference
@@ -193,8 +194,11 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
         publish_weights(store, result.best, model_key, producer="stage_b", run_id=context.run_id)
         curves = pd.DataFrame(result.curves)
         write_parquet(store, MODEL_KEYS.train_curves, curves)
+        archived = archive_run(store, result.best.parent.parent, MODEL_KEYS.train_run)
         yield dg.MaterializeResult(asset_key="stage_b_model", metadata={
             "why": why, "sha256": result.best_sha256, "uri": store.uri(model_key), "epochs_run": result.epochs_run,
+            "fitness": f"{config.recipe().fitness} (picks best.pt, drives early stopping)",
+            "train_run": store.uri(MODEL_KEYS.train_run), "train_run_files": len(archived),
             "resumed": result.resumed, "recipe": dg.MetadataValue.json(config.recipe().train_args()),
             "base_weights": weights.path, "base_untrained": weights.untrained,
             "curves": md_table(curves.round(4)), "final": dg.MetadataValue.json(result.final_metrics),
@@ -203,7 +207,8 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
                                weights_sha256=result.best_sha256, imgsz=config.imgsz, why=why).to_selected()
     else:
         weights_meta = report["weights"]
-        selected = ModelRecord(version=OFF_SHELF, model=OFF_SHELF, weights_key=None, weights_path=weights_meta["path"],
+        selected = ModelRecord(version=OFF_SHELF, model=OFF_SHELF, weights_key=weights_meta.get("key"),
+                               weights_path=weights_meta["path"],
                                weights_sha256=weights_meta["sha256"], imgsz=config.imgsz,
                                why="gate: " + report["gate"]["outcome"]).to_selected()
         context.log.info("Stage B skipped: the gate says the off-the-shelf detector suffices")

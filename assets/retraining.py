@@ -30,6 +30,7 @@ from pipeline.coco_map import average_precision
 from pipeline.confusion import confusion_matrix
 from pipeline.detection_metrics import per_frame, summary
 from pipeline.explanations import explain
+from pipeline.train_runs import archive_run
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.paired import paired_difference
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
@@ -268,6 +269,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             result = trainer.fit(recipe, data_yaml, str(parent), trainer.run_dir(f"{name}-{identity[:12]}"),
                                  on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context,
                                  store=store)
+            archive_run(store, result.best.parent.parent, keys.version_keys(version).train_run)
             publish_weights(store, result.best, keys.weights_key(version), producer="candidate_model",
                             run_id=context.run_id)
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -222,6 +222,11 @@ class ModelKeys:
     def model_card(self) -> str:
         return f"{self.folder}model_card.json"
 
+    @property
+    def train_run(self) -> str:
+        """The finished Ultralytics run folder (results.csv, args.yaml, plots, weights): `train_run_<version>/`."""
+        return f"{self.folder}train_run_{self.version or self.name}/"
+
     def figure(self, name: str, ext: str = "png") -> str:
         """A figure (or the JSON behind it) shown in the UI: `models/<name>/figures/<figure>.<ext>`."""
         return f"{self.folder}figures/{name}.{ext}"

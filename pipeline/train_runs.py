@@ -135,3 +135,18 @@ def clear_run(store, name: str) -> int:
     for info in list(store.list_keys(prefix)):
         removed += int(store.delete(info.key))
     return removed
+
+
+ARCHIVED_SUFFIXES = (".csv", ".yaml", ".png", ".jpg", ".pt")
+
+
+def archive_run(store, run_dir: Path, prefix: str) -> list[str]:
+    """Keep a finished Ultralytics run folder (results.csv, args.yaml, plots, weights) in the store under
+    `prefix` (the plan's `train_run_<version>`, beside the model). Returns the keys written, sorted."""
+    run_dir = Path(run_dir)
+    written = []
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and p.suffix in ARCHIVED_SUFFIXES):
+        key = prefix + path.relative_to(run_dir).as_posix()
+        store.upload_file(path, key)
+        written.append(key)
+    return written

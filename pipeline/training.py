@@ -32,16 +32,50 @@ class TrainingRecipe:
     fliplr: float = 0.0
     mixup: float = 0.0
     seed: int = 0
+    fitness: str = "map50"  # what picks best.pt and drives early stopping: the plan's mAP@0.5 on val
+    plots: bool = True  # Ultralytics' own plots in the run folder (kept in the store as train_run_<version>)
     device: str = ""  # "" = whatever is present (GPU 0 if any, else CPU)
     workers: int = 0
     extra: dict = field(default_factory=dict)  # any other Ultralytics train argument
 
+    def __post_init__(self) -> None:
+        if self.fitness not in FITNESS:
+            raise PipelineInputError("training recipe", "fitness", self.fitness,
+                                     f"use one of {', '.join(FITNESS)} (the plan: map50)", problem="unknown fitness")
+
     def train_args(self) -> dict:
-        args = {k: v for k, v in asdict(self).items() if k not in {"extra", "device"}}
+        args = {k: v for k, v in asdict(self).items() if k not in {"extra", "device", "fitness"}}
         if self.device:
             args["device"] = self.device
         args.update(self.extra)
         return args
+
+
+# The validation metric that chooses the best epoch (best.pt) and that early stopping watches.
+# "ultralytics" keeps Ultralytics' own blend (0.1 mAP@0.5 + 0.9 mAP@0.5:0.95).
+FITNESS = {"map50": "metrics/mAP50(B)", "map50_95": "metrics/mAP50-95(B)", "ultralytics": None}
+
+
+def fitness_trainer(fitness: str):
+    """A DetectionTrainer whose fitness is the recipe's metric (None: Ultralytics' default trainer)."""
+    column = FITNESS[fitness]
+    if column is None:
+        return None
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class PlanFitnessTrainer(DetectionTrainer):
+        def validate(self):
+            metrics = self.validator(self)
+            if metrics is None:
+                return None, None
+            metrics.pop("fitness", None)
+            score = float(metrics[column])
+            if self.best_fitness is None or self.best_fitness < score:
+                self.best_fitness = score
+            return metrics, score
+
+    PlanFitnessTrainer.__name__ = f"PlanFitnessTrainer_{fitness}"
+    return PlanFitnessTrainer
 
 
 @dataclass
@@ -102,11 +136,12 @@ def train(recipe: TrainingRecipe, data_yaml: Path | str, base_weights: Path | st
             save_run(store, run_dir, run_dir.name)
 
     model.add_callback("on_model_save", saved)
+    trainer = {"trainer": cls} if (cls := fitness_trainer(recipe.fitness)) else {}
     if resumed:  # the dataset and folder of this machine, not the ones recorded in the checkpoint
-        model.train(resume=True, data=str(Path(data_yaml).resolve()), save_dir=str(run_dir))
+        model.train(resume=True, data=str(Path(data_yaml).resolve()), save_dir=str(run_dir), **trainer)
     else:
         model.train(data=str(Path(data_yaml).resolve()), project=str(run_dir.parent), name=run_dir.name,
-                    exist_ok=True, plots=False, val=True, verbose=False, **recipe.train_args())
+                    exist_ok=True, val=True, verbose=False, **trainer, **recipe.train_args())
     (run_dir / "finished").write_text("ok\n")
     if store is not None:
         clear_run(store, run_dir.name)

@@ -72,6 +72,19 @@ def _seed(root: Path) -> None:
         "model": "yolov8n_lbzf_v0", "key": "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt",
         "sha256": sha256_bytes(weights.read_bytes()), "why": "gate: fine_tune", "version": "v0",
         "imgsz": 64}).encode())
+    # the off-the-shelf model Stage A measured, and v0's launch (what v0_launch records when its gate passes)
+    base = root.parent / "off_shelf.pt"
+    ultralytics_yolo()("yolov8n.yaml").save(str(base))
+    publish_weights(store, base, "models/base/yolov8n_untrained_seed0.pt", producer="untrained stand-in")
+    store.write_bytes("reports/stage_a/stage_a_report.json", json.dumps({"weights": {
+        "source": "yolov8n.pt", "path": str(base), "key": "models/base/yolov8n_untrained_seed0.pt",
+        "sha256": sha256_bytes(base.read_bytes()), "official_coco": False, "untrained": True, "note": ""}}).encode())
+    from pipeline import registry
+
+    registry.promote(store, {"version": "v0", "model": "yolov8n_lbzf_v0",
+                             "weights_key": "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.pt",
+                             "weights_sha256": sha256_bytes(weights.read_bytes()), "imgsz": 64},
+                     why="launch of v0", run_id="launch")
     _write_buffer(root, DemoConfig(width=W, height=H, buffer_cameras=("cam1", "cam2"),
                                    buffer_days=("2026-07-01", "2026-07-02"), buffer_clip_starts=("080000",),
                                    buffer_clip_s=30.0, quality_every_s=5.0), rng)
@@ -269,7 +282,8 @@ def test_promotion_writes_the_pointer_and_a_rerun_is_idempotent(cycle):
     pointer = cycle["pointer_after_promotion"]
     assert pointer["version"] == "v0.1" and pointer["previous"] == "v0" and pointer["run_id"] == resumed.run_id
     assert pointer["weights_key"] == "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.pt"
-    assert [(e["action"], e["version"]) for e in pointer["history"]] == [("bootstrap", "v0"), ("promote", "v0.1")]
+    assert [(e["action"], e["version"]) for e in pointer["history"]] == [("bootstrap", "off-shelf"), ("promote", "v0"),
+                                                                         ("promote", "v0.1")]
     rerun = cycle["rerun"]
     assert _meta(rerun, "candidate_model")["trained"] is False and _meta(rerun, "candidate_model")["version"] == "v0.1"
     assert _meta(rerun, "production_model")["decision"] == "already production"
@@ -286,7 +300,7 @@ def test_rollback_is_one_job_and_keeps_the_history(cycle):
     assert pointer["version"] == "v0" and pointer["rolled_back_from"] == "v0.1"
     assert pointer["why"] == "operator rollback"
     assert [(e["action"], e["version"]) for e in pointer["history"]] == [
-        ("bootstrap", "v0"), ("promote", "v0.1"), ("rollback", "v0")]
+        ("bootstrap", "off-shelf"), ("promote", "v0"), ("promote", "v0.1"), ("rollback", "v0")]
     assert current_model_version(cycle["store"]) == "v0"
     checks = [e.event_specific_data for e in _events(rollback, "ASSET_CHECK_EVALUATION")]
     assert [(c.check_name, c.passed) for c in checks] == [("production_model_fresh", True)]
