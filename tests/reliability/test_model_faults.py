@@ -57,6 +57,7 @@ def test_corrupt_weights_are_refused(fault, tmp_path):
     weights = tmp_path / "best.pt"
     weights.write_bytes(os.urandom(4096))
     store = LocalArtifactStore(root=str(tmp_path / "store"))
+    fault.sources(weights)
     with fault.rejects(PipelineInputError, str(weights), "weights not on the allow-list", sha256_file(weights)):
         BaseWeights(setting=str(weights), allow_untrained=True).resolve(store, tmp_path / "cache")
 
@@ -64,6 +65,7 @@ def test_corrupt_weights_are_refused(fault, tmp_path):
 @pytest.mark.fault("model.weights_missing_prod")
 def test_missing_weights_without_fallback_is_an_error(fault, tmp_path):
     store = LocalArtifactStore(root=str(tmp_path / "store"))
+    fault.sources(store)  # the refusal writes nothing
     with fault.rejects(PipelineInputError, "weights not found", "LBZF_BASE_WEIGHTS", "models/base/yolov8n.pt",
                        "Remedy:"):
         BaseWeights(setting="models/base/yolov8n.pt", allow_untrained=False).resolve(store, tmp_path / "cache")
@@ -88,6 +90,7 @@ def test_swapped_pipeline_weights_are_refused_before_loading(fault, tmp_path):
     hostile = tmp_path / "hostile.pt"
     hostile.write_bytes(pickle.dumps({"model": _Payload(canary)}))
     (Path(store.root) / key).write_bytes(hostile.read_bytes())  # out-of-band overwrite, not through the store
+    fault.sources(hostile, (store, "registry/"))
     folder = tmp_path / "work"
     folder.mkdir()
     with fault.rejects(PipelineInputError, store.uri(key), "weights sha256 mismatch", sha256_file(hostile),
@@ -192,6 +195,7 @@ def test_onnx_input_shape_mismatch_is_refused(fault, onnx_file):
 @pytest.mark.fault("model.onnx_class_mismatch")
 def test_onnx_class_count_mismatch_is_refused(fault, onnx_file):
     bad = onnx_file(640, 84)
+    fault.sources(bad)
     with fault.rejects(PipelineInputError, str(bad), "graph.output", "80 classes", "expected 1"):
         inspect_onnx(bad, imgsz=640, n_classes=1)
 
@@ -199,16 +203,20 @@ def test_onnx_class_count_mismatch_is_refused(fault, onnx_file):
 @pytest.mark.fault("model.int8_without_calibration")
 def test_int8_without_calibration_is_refused(fault, onnx_file, tmp_path):
     out = tmp_path / "engines"
+    model = onnx_file(640, 5)
+    fault.sources(model)
     with fault.rejects(EngineBuildError, "INT8 engine refused", "calibration", "Remedy:"):
-        LocalTensorRTEngineBuilder().build(onnx_file(640, 5), out, engine_name="yolov8n_lbzf_v0", precision="int8")
+        LocalTensorRTEngineBuilder().build(model, out, engine_name="yolov8n_lbzf_v0", precision="int8")
     fault.partial(len(list(out.rglob("*"))) if out.exists() else 0)
 
 
 @pytest.mark.fault("model.int8_calibration_missing")
 def test_int8_with_missing_calibration_cache_is_refused(fault, onnx_file, tmp_path):
     cache = tmp_path / "calib.cache"
+    model = onnx_file(640, 5)
+    fault.sources(model)
     with fault.rejects(EngineBuildError, "INT8 engine refused", str(cache), "Remedy:"):
-        LocalTensorRTEngineBuilder().build(onnx_file(640, 5), tmp_path / "e", engine_name="yolov8n_lbzf_v0",
+        LocalTensorRTEngineBuilder().build(model, tmp_path / "e", engine_name="yolov8n_lbzf_v0",
                                            precision="int8", int8_calib_cache=cache)
 
 
@@ -217,6 +225,7 @@ SIDECAR = {"versions": {"tensorrt": "8.5.2.2", "cuda": "11.4", "l4t": "35.3.1", 
 
 @pytest.mark.fault("model.engine_trt_mismatch")
 def test_engine_tensorrt_mismatch_is_refused(fault):
+    fault.sources(SIDECAR)
     check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "hostname": "jetson-line-3"})  # same: accepted
     with fault.rejects(EngineCompatibilityError, "TensorRT differs", "8.5.2", "8.6.1", "jetson-line-3", "rebuild"):
         check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "tensorrt": "8.6.1", "hostname": "jetson-line-3"})
@@ -224,11 +233,14 @@ def test_engine_tensorrt_mismatch_is_refused(fault):
 
 @pytest.mark.fault("model.engine_l4t_mismatch")
 def test_engine_l4t_mismatch_is_refused(fault):
+    fault.sources(SIDECAR)
     with fault.rejects(EngineCompatibilityError, "L4T differs", "35.3.1", "35.4.1"):
         check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "l4t": "35.4.1", "hostname": "jetson-line-3"})
 
 
 @pytest.mark.fault("model.engine_version_unknown")
 def test_engine_without_known_tensorrt_version_is_refused(fault):
+    sidecar = {"versions": {"l4t": "35.3.1"}}
+    fault.sources(sidecar, SIDECAR)
     with fault.rejects(EngineCompatibilityError, "cannot be verified"):
-        check_engine_compatible({"versions": {"l4t": "35.3.1"}}, {**SIDECAR["versions"], "hostname": "j"})
+        check_engine_compatible(sidecar, {**SIDECAR["versions"], "hostname": "j"})
