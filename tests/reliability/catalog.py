@@ -112,7 +112,7 @@ _F = [
     ("model.weights_missing_prod", "model", "weights missing, no fallback", "LBZF_BASE_WEIGHTS to nothing, prod",
      "rejected"),
     ("model.training_interrupted", "model", "training interrupted",
-     "real tiny Ultralytics run killed after epoch 1, then re-run", "survived"),
+     "SIGKILL of the Pipes training worker after epoch 1 (real tiny Ultralytics run), then re-run", "survived"),
     ("model.int8_without_calibration", "model", "INT8 without calibration", "precision int8, no cache", "rejected"),
     ("model.int8_calibration_missing", "model", "INT8 calibration cache missing", "cache path does not exist",
      "rejected"),
