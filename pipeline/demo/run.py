@@ -171,6 +171,11 @@ def _summary(store, log: list) -> dict:
         evaluation = json.loads(store.read_bytes(eval_key))
         summary["stage_b"] = {split: {k: entry[k] for k in ("n_frames", "precision", "recall", "map50", "map50_95")}
                               for split, entry in evaluation["splits"].items()}
+        from pipeline.weights import UNTRAINED_BASE_WARNING
+
+        untrained_base = stage_a["weights"]["untrained"] or any(
+            entry.get("baseline", {}).get("untrained") for entry in evaluation["splits"].values())
+        summary["stage_b_warning"] = UNTRAINED_BASE_WARNING if untrained_base else ""
     summary["stage_c"] = _stage_c_summary(store)
     summary["artifacts"] = sorted(i.key for i in store.list_keys("models/")) + \
         sorted(i.key for i in store.list_keys("datasets/") if i.key.endswith((".yaml", ".csv")))
@@ -207,6 +212,8 @@ def main() -> None:
     for split, figures in summary.get("stage_b", {}).items():
         print(f"Stage B {split}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in figures.items()))
+    if summary.get("stage_b_warning"):
+        print("  WARNING:", summary["stage_b_warning"])
     print("Selected model:", summary["selected_model"]["model"], "-", summary["selected_model"]["why"])
     c = summary["stage_c"]
     print(f"Stage C 2026-07: candidate {c['candidate']} {c['decision']}; production now {c['production']}; "
