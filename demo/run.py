@@ -186,6 +186,11 @@ def _summary(store, log: list) -> dict:
         evaluation = json.loads(store.read_bytes(eval_key))
         summary["stage_b"] = {split: {k: entry[k] for k in ("n_frames", "precision", "recall", "map50", "map50_95")}
                               for split, entry in evaluation["splits"].items()}
+        from pipeline.weights import UNTRAINED_BASE_WARNING
+
+        untrained_base = stage_a["weights"]["untrained"] or any(
+            entry.get("baseline", {}).get("untrained") for entry in evaluation["splits"].values())
+        summary["stage_b_warning"] = UNTRAINED_BASE_WARNING if untrained_base else ""
     launch_key = keys.version_keys("v0").report("launch")
     if store.exists(launch_key):
         launch = json.loads(store.read_bytes(launch_key))
@@ -236,6 +241,8 @@ def main() -> None:
     for split, figures in summary.get("stage_b", {}).items():
         print(f"Stage B {split}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                               for k, v in figures.items()))
+    if summary.get("stage_b_warning"):
+        print("  WARNING:", summary["stage_b_warning"])
     print("Selected model:", summary["selected_model"]["model"], "-", summary["selected_model"]["why"])
     if "launch" in summary:
         launch = summary["launch"]

@@ -15,6 +15,8 @@ from pipeline.hashing import sha256_file
 OFFICIAL_YOLOV8N_SHA256 = "f59b3d833e2ff32e194b5bb8e08d211dc7c5bdf144b90d2c8412c47ccfc83b36"
 OFFICIAL_WEIGHTS = {OFFICIAL_YOLOV8N_SHA256: "yolov8n.pt (official COCO, Ultralytics)"}
 UNTRAINED_WARNING = "baseline is untrained: not a Stage A measurement"
+UNTRAINED_BASE_WARNING = ("Stage B was fine-tuned from an untrained base: its figures are not a measurement of "
+                          "fine-tuning the official weights")
 
 
 @dataclass(frozen=True)

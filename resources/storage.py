@@ -75,6 +75,7 @@ from typing import IO, Any, BinaryIO, Iterator
 import dagster as dg
 from pydantic import PrivateAttr
 
+from pipeline.errors import StructuredError
 from pipeline.hashing import sha256_bytes
 
 __all__ = [
@@ -118,8 +119,9 @@ _SHARED_LOADER: Any = None
 # --------------------------------------------------------------------------- errors
 
 
-class StorageError(Exception):
-    """Base class of the artifact store's own errors."""
+class StorageError(StructuredError, Exception):
+    """Base class of the artifact store's own errors; each sets ``file`` (the key or URI), ``field``, ``value``
+    and ``remedy`` (pipeline.errors.StructuredError)."""
 
 
 class InvalidKeyError(StorageError, ValueError):
@@ -128,6 +130,9 @@ class InvalidKeyError(StorageError, ValueError):
     def __init__(self, key: object, problem: str):
         self.key = key
         self.problem = problem
+        self.file, self.field, self.value = str(key), "key", key
+        self.remedy = ("use a relative POSIX path such as 'frames/ops/<video>/<t>.jpg' (no leading '/', no '..' or "
+                       "'.' segments, no empty segments, no backslashes, no '.tmp-' names)")
         super().__init__(
             f"invalid storage key {key!r}: {problem}. Keys are relative POSIX paths such as "
             "'frames/ops/<video>/<t>.jpg' (no leading '/', no '..' or '.' segments, no empty "
@@ -141,6 +146,9 @@ class SourceWriteError(StorageError, PermissionError):
     def __init__(self, key: str, uri: str):
         self.key = key
         prefix = next(p for p in SOURCE_PREFIXES if key.startswith(p))
+        self.file, self.field, self.value = uri, "key prefix", prefix
+        self.remedy = ("write derived artifacts outside the source prefixes; only the demo generator and tests that "
+                       "seed sources construct the store with allow_source_writes=True")
         super().__init__(
             f"refusing to write {key!r} ({uri}): keys under {prefix!r} are source data and "
             f"read-only to the pipeline (source prefixes: {', '.join(SOURCE_PREFIXES)}). "
@@ -157,6 +165,8 @@ class ArtifactConflictError(StorageError):
         self.uri = uri
         self.existing_sha256 = existing_sha256
         self.new_sha256 = new_sha256
+        self.file, self.field, self.value = uri, "sha256", {"existing": existing_sha256, "new": new_sha256}
+        self.remedy = "versioned artifacts are immutable: write the new content under a new version key"
         super().__init__(
             f"refusing to overwrite versioned artifact {key!r} ({uri}): it exists with "
             f"sha256 {existing_sha256} but the new bytes have sha256 {new_sha256}. "
@@ -176,7 +186,9 @@ class S3RequestError(StorageError):
         self.code = code
         self.status = status
         what = f"{code} (HTTP {status})" if status else (code or "no answer")
-        super().__init__(f"S3 {operation} of {where} failed: {what}: {detail}. Remedy: {_s3_remedy(code, status)}")
+        self.file, self.field, self.value = where, f"S3 {operation}", what
+        self.remedy = _s3_remedy(code, status)
+        super().__init__(f"S3 {operation} of {where} failed: {what}: {detail}. Remedy: {self.remedy}")
 
 
 def _s3_remedy(code: str, status: int) -> str:

@@ -599,7 +599,7 @@ def test_every_training_job_runs_on_the_one_gpu_node():
     and the pod spec files under deploy/ and the Helm values name the same selector and toleration."""
     from dagster_k8s.job import UserDefinedDagsterK8sConfig
 
-    from pipeline.definitions import build_definitions
+    from orchestration.definitions import build_definitions
     from pipeline.gpu_node import GPU_NODE_SELECTOR, GPU_RESOURCES, GPU_RUN_TAGS, GPU_TOLERATIONS
 
     defs = build_definitions("local", env={})

@@ -1,5 +1,7 @@
 """Training: the recipe trains a real (tiny) model on real labelled images, resumes after an
-interruption, and runs in a separate process through Dagster Pipes with crashes contained."""
+interruption, and runs in a separate process through Dagster Pipes where a failing profile fails its step
+only. A real crash (SIGKILL of the worker process mid-run, then resume) is
+tests/reliability/test_model_faults.py::test_interrupted_training_resumes_from_last_checkpoint."""
 import json
 import shutil
 from pathlib import Path

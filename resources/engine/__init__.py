@@ -15,7 +15,7 @@ Every engine gets a sidecar ``<engine_name>.engine.json`` (versions, sha256 of e
 Builders that can *run* an engine (`inference_support`) do so with ``trtexec --loadEngine`` on given
 input tensors (`run_engine`): the raw outputs and per-frame latencies the engine validation compares
 with PyTorch (`pipeline.engine_validation`).
-`pipeline.deployments.resources_for` picks the builder per deployment (``DAGSTER_DEPLOYMENT``, ``LBZF_JETSON_*``).
+`orchestration.deployments.resources_for` picks the builder per deployment (``DAGSTER_DEPLOYMENT``, ``LBZF_JETSON_*``).
 
 Files: `results` (results, errors, shared names), `trtexec` (running engines), `versions` (version
 parsing), `compatibility` (engine vs device), `builder` (the interface, `UnavailableEngineBuilder`,

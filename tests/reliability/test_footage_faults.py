@@ -126,6 +126,7 @@ def test_bad_footage_is_quarantined_and_the_fix_reruns_identically(request, kind
     key = f"raw/videos/op_collar_{kind}.mp4"
     seeder.write_bytes(key, bad_bytes(kind, good_video, faststart_video, tmp_path))
     store = LocalArtifactStore(root=str(root))
+    fault.watch(store)
     before = store_hashes(store, "raw/")
     out = tmp_path / "frames"
     with fault.rejects(BadFootageError, key, "Remedy:", f"field '{field}'", words, "quarantine record",
@@ -196,6 +197,7 @@ def test_duplicate_upload_under_another_name_is_refused(fault, good_video, tmp_p
             rows.append({"frame_key": frame_keys[-1], "video_id": vid, "video_sha256": r.video_sha256})
     digest = records["op_collar_01"][0].video_sha256
     assert digest == records["op_collar_01_copy"][0].video_sha256
+    fault.sources(*(tmp_path / f"{vid}.mp4" for vid in split_of), pd.DataFrame(rows))
     with fault.rejects(SplitError, "raw/videos/manifest.csv", "duplicate upload under another name",
                        "'op_collar_01' and 'op_collar_01_copy'", digest, "Remedy:"):
         check_unique_sources(pd.DataFrame(rows), "raw/videos/manifest.csv")
@@ -222,6 +224,8 @@ def test_clip_still_uploading_is_waited_for(fault, good_video, tmp_path):
     uploader.write_bytes(key, good_video[: 2 * len(good_video) // 3])
     r2 = tick(store, r1.cursor)
     uploader.write_bytes(key, good_video)
+    fault.sources((uploader, "buffer/"))
+    fault.watch(store)
     r3 = tick(store, r2.cursor)
     r4 = tick(store, r3.cursor)
     assert (r1.run_requests, r2.run_requests, r3.run_requests) == ([], [], [])
@@ -240,6 +244,8 @@ def test_keys_without_camera_or_day_are_ignored(fault, good_video, tmp_path, cap
     for key in odd:
         uploader.write_bytes(key, b"x")
     uploader.write_bytes("buffer/cam1/2026-07-01/090000.mp4", good_video)
+    fault.sources((uploader, "buffer/"))
+    fault.watch(store)
     r1 = tick(store, None)
     r2 = tick(store, r1.cursor)
     requested = [r.tags["lbzf/clip"] for r in r1.run_requests + r2.run_requests]
@@ -274,6 +280,7 @@ def test_bad_buffer_clip_is_quarantined_and_the_month_goes_on(fault, good_video,
     uploader.write_bytes("buffer/quality/2026-07-01.parquet", buffer.getvalue())
     before = store_hashes(uploader, "buffer/")
     store = LocalArtifactStore(root=str(root))
+    fault.watch(store)
     run_config = {"ops": {"hard_examples": {"config": {"n": 10, "min_gap_s": 1.0}}}}
     with dg.instance_for_test() as instance:
         result = dg.materialize([hard_examples], resources={"store": store}, instance=instance,
@@ -285,7 +292,8 @@ def test_bad_buffer_clip_is_quarantined_and_the_month_goes_on(fault, good_video,
     record = read_record(store, bad_key)
     assert record is not None and record.key == bad_key and record.remedy
     fault.observed("quarantined", f"{record.problem}: {bad_key} recorded at {quarantine_key(bad_key)}; "
-                   f"{meta['frames_extracted'].value} frames from the good clip")
+                   f"{meta['frames_extracted'].value} frames from the good clip",
+                   parts={"file": record.key, "field": record.field, "value": record.value, "remedy": record.remedy})
     fault.source(before, store_hashes(uploader, "buffer/"))
 
 
@@ -306,6 +314,7 @@ def test_bad_video_drawn_for_stage_a_is_quarantined(fault, good_video, tmp_path)
         f"op_hem_02,{bad_key},hem,cam1,2026-06-02,false\n").encode())
     before = store_hashes(uploader, "raw/")
     store = LocalArtifactStore(root=str(root))
+    fault.watch(store)
     run_config = {"ops": {"stage_a_sample": {"config": {"per_category": 2, "window_s": 2.0, "step_s": 1.0}}}}
     with dg.instance_for_test() as instance, fault.rejects(BadFootageError, bad_key, "Remedy:", "quarantine record",
                                                                    outcome="quarantined"):

@@ -6,7 +6,13 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
+import threading
+import time
 from pathlib import Path
+
+import dagster as dg
+import psutil
 
 import numpy as np
 import onnx
@@ -23,6 +29,7 @@ from resources.base_weights import BaseWeights
 from resources.engine import (EngineBuildError, EngineCompatibilityError, LocalTensorRTEngineBuilder,
                               check_engine_compatible)
 from resources.storage import LocalArtifactStore
+from resources.trainer import PipesSubprocessTrainer
 
 
 class _Payload:
@@ -57,6 +64,7 @@ def test_corrupt_weights_are_refused(fault, tmp_path):
     weights = tmp_path / "best.pt"
     weights.write_bytes(os.urandom(4096))
     store = LocalArtifactStore(root=str(tmp_path / "store"))
+    fault.sources(weights)
     with fault.rejects(PipelineInputError, str(weights), "weights not on the allow-list", sha256_file(weights)):
         BaseWeights(setting=str(weights), allow_untrained=True).resolve(store, tmp_path / "cache")
 
@@ -64,6 +72,7 @@ def test_corrupt_weights_are_refused(fault, tmp_path):
 @pytest.mark.fault("model.weights_missing_prod")
 def test_missing_weights_without_fallback_is_an_error(fault, tmp_path):
     store = LocalArtifactStore(root=str(tmp_path / "store"))
+    fault.sources(store)  # the refusal writes nothing
     with fault.rejects(PipelineInputError, "weights not found", "LBZF_BASE_WEIGHTS", "models/base/yolov8n.pt",
                        "Remedy:"):
         BaseWeights(setting="models/base/yolov8n.pt", allow_untrained=False).resolve(store, tmp_path / "cache")
@@ -88,6 +97,7 @@ def test_swapped_pipeline_weights_are_refused_before_loading(fault, tmp_path):
     hostile = tmp_path / "hostile.pt"
     hostile.write_bytes(pickle.dumps({"model": _Payload(canary)}))
     (Path(store.root) / key).write_bytes(hostile.read_bytes())  # out-of-band overwrite, not through the store
+    fault.sources(hostile, (store, "registry/"))
     folder = tmp_path / "work"
     folder.mkdir()
     with fault.rejects(PipelineInputError, store.uri(key), "weights sha256 mismatch", sha256_file(hostile),
@@ -127,17 +137,31 @@ FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 TINY = dict(imgsz=64, batch=4, workers=0, seed=0, device="cpu", extra={"close_mosaic": 0, "warmup_epochs": 0})
 
 
-class _Killed(Exception):
-    pass
+def _kill_worker_after_first_epoch(run: Path, killed: dict, stop: threading.Event) -> None:
+    """SIGKILL the Pipes training worker (a child of this process) as soon as epoch 1's checkpoint is pinned."""
+    pin = run / "weights" / training.CHECKPOINT_PIN
+    while not stop.is_set():
+        if pin.exists():
+            workers = [c for c in psutil.Process().children(recursive=True)
+                       if "resources.train_worker" in " ".join(c.cmdline())]
+            for worker in workers:
+                worker.send_signal(signal.SIGKILL)
+                killed["pid"] = worker.pid
+                killed["rows"] = len((run / "results.csv").read_text().splitlines()) - 1
+            if workers:
+                return
+        time.sleep(0.01)
 
 
 @pytest.mark.fault("model.training_interrupted")
 def test_interrupted_training_resumes_from_last_checkpoint(fault, tmp_path):
-    """A real (tiny) Ultralytics run on real labelled images is killed after epoch 1; the re-run resumes
-    from weights/last.pt and runs epoch 2 only, keeping epoch 1's row of results.csv as it was."""
+    """A real (tiny) Ultralytics run in the Pipes worker process is SIGKILLed after epoch 1: the crash fails
+    that step only (the run worker, this process, goes on to the next asset), and the re-run resumes from
+    weights/last.pt and runs epoch 2 only, keeping epoch 1's row of results.csv as it was."""
     source = FIXTURES / "coco8_yolo"
     if not source.exists():
         pytest.skip(f"real fixtures not found at {source} (shared/ is absent)")
+    fault.sources(source)
     root = tmp_path / "coco8"
     shutil.copytree(source, root)
     names = yaml.safe_load((source / "coco8.yaml").read_text())["names"]
@@ -146,20 +170,41 @@ def test_interrupted_training_resumes_from_last_checkpoint(fault, tmp_path):
     run = tmp_path / "runs" / "stage_b"
     recipe = TrainingRecipe(epochs=2, **TINY)
 
-    def kill(row):
-        raise _Killed(f"worker killed after epoch {row['epoch']}")
+    @dg.asset(required_resource_keys={"trainer"})
+    def stage_b_profile(context):  # (annotations are strings here: `from __future__ import annotations`)
+        result = context.resources.trainer.fit(recipe, data, "yolov8n.yaml", run, context=context)
+        return dg.MaterializeResult(metadata={"resumed": result.resumed, "epochs": result.epochs_run})
 
-    with pytest.raises(_Killed):
-        training.train(recipe, data, "yolov8n.yaml", run, on_epoch=kill)
+    @dg.asset
+    def unrelated_step():
+        return 1
+
+    killed: dict = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_worker_after_first_epoch, args=(run, killed, stop), daemon=True)
+    watcher.start()
+    try:
+        crashed = dg.materialize([stage_b_profile, unrelated_step], resources={"trainer": PipesSubprocessTrainer()},
+                                 raise_on_error=False)
+    finally:
+        stop.set()
+        watcher.join()
+    assert killed.get("pid") and killed["rows"] == 1, killed
+    assert not psutil.pid_exists(killed["pid"]) or psutil.Process(killed["pid"]).status() == psutil.STATUS_ZOMBIE
+    # contained: the step failed naming the crash, the run worker lived on and ran the next asset
+    assert crashed.is_node_failed("stage_b_profile") and crashed.is_node_success("unrelated_step")
+    failure = next(e for e in crashed.all_events if e.is_step_failure and e.step_key == "stage_b_profile")
+    assert "training process failed (crash)" in failure.event_specific_data.error.to_string()
     assert (run / "weights" / "last.pt").exists() and not (run / "finished").exists()
     epoch1 = (run / "results.csv").read_text().splitlines()
     assert len(epoch1) == 2  # header + epoch 1
-    result = training.train(recipe, data, "yolov8n.yaml", run)
-    assert result.resumed and result.epochs_run == 2 and (run / "finished").exists()
+    resumed = dg.materialize([stage_b_profile], resources={"trainer": PipesSubprocessTrainer()})
+    meta = resumed.asset_materializations_for_node("stage_b_profile")[0].metadata
+    assert meta["resumed"].value is True and meta["epochs"].value == 2 and (run / "finished").exists()
     after = (run / "results.csv").read_text().splitlines()
     assert after[:2] == epoch1 and len(after) == 3  # epoch 1 not repeated, epoch 2 appended
-    assert result.best.exists() and len(result.best_sha256) == 64
-    fault.observed("survived", f"resumed from weights/last.pt; epochs in results.csv: {len(after) - 1}")
+    fault.observed("survived", f"worker SIGKILLed after epoch 1: step failed, run went on; re-run resumed from "
+                   f"weights/last.pt; epochs in results.csv: {len(after) - 1}")
 
 
 @pytest.fixture
@@ -192,6 +237,7 @@ def test_onnx_input_shape_mismatch_is_refused(fault, onnx_file):
 @pytest.mark.fault("model.onnx_class_mismatch")
 def test_onnx_class_count_mismatch_is_refused(fault, onnx_file):
     bad = onnx_file(640, 84)
+    fault.sources(bad)
     with fault.rejects(PipelineInputError, str(bad), "graph.output", "80 classes", "expected 1"):
         inspect_onnx(bad, imgsz=640, n_classes=1)
 
@@ -199,16 +245,20 @@ def test_onnx_class_count_mismatch_is_refused(fault, onnx_file):
 @pytest.mark.fault("model.int8_without_calibration")
 def test_int8_without_calibration_is_refused(fault, onnx_file, tmp_path):
     out = tmp_path / "engines"
+    model = onnx_file(640, 5)
+    fault.sources(model)
     with fault.rejects(EngineBuildError, "INT8 engine refused", "calibration", "Remedy:"):
-        LocalTensorRTEngineBuilder().build(onnx_file(640, 5), out, engine_name="yolov8n_lbzf_v0", precision="int8")
+        LocalTensorRTEngineBuilder().build(model, out, engine_name="yolov8n_lbzf_v0", precision="int8")
     fault.partial(len(list(out.rglob("*"))) if out.exists() else 0)
 
 
 @pytest.mark.fault("model.int8_calibration_missing")
 def test_int8_with_missing_calibration_cache_is_refused(fault, onnx_file, tmp_path):
     cache = tmp_path / "calib.cache"
+    model = onnx_file(640, 5)
+    fault.sources(model)
     with fault.rejects(EngineBuildError, "INT8 engine refused", str(cache), "Remedy:"):
-        LocalTensorRTEngineBuilder().build(onnx_file(640, 5), tmp_path / "e", engine_name="yolov8n_lbzf_v0",
+        LocalTensorRTEngineBuilder().build(model, tmp_path / "e", engine_name="yolov8n_lbzf_v0",
                                            precision="int8", int8_calib_cache=cache)
 
 
@@ -217,6 +267,7 @@ SIDECAR = {"versions": {"tensorrt": "8.5.2.2", "cuda": "11.4", "l4t": "35.3.1", 
 
 @pytest.mark.fault("model.engine_trt_mismatch")
 def test_engine_tensorrt_mismatch_is_refused(fault):
+    fault.sources(SIDECAR)
     check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "hostname": "jetson-line-3"})  # same: accepted
     with fault.rejects(EngineCompatibilityError, "TensorRT differs", "8.5.2", "8.6.1", "jetson-line-3", "rebuild"):
         check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "tensorrt": "8.6.1", "hostname": "jetson-line-3"})
@@ -224,11 +275,14 @@ def test_engine_tensorrt_mismatch_is_refused(fault):
 
 @pytest.mark.fault("model.engine_l4t_mismatch")
 def test_engine_l4t_mismatch_is_refused(fault):
+    fault.sources(SIDECAR)
     with fault.rejects(EngineCompatibilityError, "L4T differs", "35.3.1", "35.4.1"):
         check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "l4t": "35.4.1", "hostname": "jetson-line-3"})
 
 
 @pytest.mark.fault("model.engine_version_unknown")
 def test_engine_without_known_tensorrt_version_is_refused(fault):
+    sidecar = {"versions": {"l4t": "35.3.1"}}
+    fault.sources(sidecar, SIDECAR)
     with fault.rejects(EngineCompatibilityError, "cannot be verified"):
-        check_engine_compatible({"versions": {"l4t": "35.3.1"}}, {**SIDECAR["versions"], "hostname": "j"})
+        check_engine_compatible(sidecar, {**SIDECAR["versions"], "hostname": "j"})

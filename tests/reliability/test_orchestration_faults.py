@@ -24,6 +24,8 @@ def test_repeated_buffer_tick_requests_no_duplicate_runs(fault, tmp_path):
     store = LocalArtifactStore(root=str(root))
     for clip in ("080000", "083000"):
         uploader.write_bytes(f"buffer/cam1/2026-07-01/{clip}.mp4", clip.encode() * 100)
+    fault.sources((uploader, "buffer/"))
+    fault.watch(store)
     first = tick(buffer_footage_sensor, store, None)
     ready = tick(buffer_footage_sensor, store, first.cursor)
     # the daemon crashed before it stored the cursor: the same tick runs again from the old cursor
@@ -43,6 +45,8 @@ def test_repeated_annotation_tick_requests_no_duplicate_runs(fault, tmp_path):
     uploader = LocalArtifactStore(root=str(root), allow_source_writes=True)
     store = LocalArtifactStore(root=str(root))
     uploader.write_bytes("annotations/incoming/stage_a/anna/export.zip", b"PK" + b"x" * 100)
+    fault.sources((uploader, "annotations/incoming/"))
+    fault.watch(store)
     t1 = tick(annotation_exports_sensor, store, None)
     t2 = tick(annotation_exports_sensor, store, t1.cursor)
     t2_again = tick(annotation_exports_sensor, store, t1.cursor)
@@ -59,14 +63,17 @@ PROD_ENV = {"LBZF_S3_BUCKET": "lbzf-prod", "LBZF_S3_KMS_KEY_ID": "arn:aws:kms:eu
 
 @pytest.mark.fault("orchestration.invalid_deployment")
 def test_unknown_deployment_is_refused_at_load(fault):
+    env = {"DAGSTER_DEPLOYMENT": "staging"}
+    fault.sources(env)
     with fault.rejects(PipelineInputError, "DAGSTER_DEPLOYMENT", "staging", "local", "prod"):
-        resources_for(env={"DAGSTER_DEPLOYMENT": "staging"})
+        resources_for(env=env)
 
 
 @pytest.mark.fault("orchestration.missing_setting")
 @pytest.mark.parametrize("missing", ["LBZF_S3_KMS_KEY_ID", "LBZF_S3_BUCKET", "LBZF_JETSON_KNOWN_HOSTS"])
 def test_missing_prod_setting_is_refused_at_load(fault, missing):
     env = {k: v for k, v in PROD_ENV.items() if k != missing}
+    fault.sources(env, PROD_ENV)
     with fault.rejects(PipelineInputError, missing, "missing setting", "README.md"):
         resources_for("prod", env)
     resources_for("prod", PROD_ENV)  # complete settings load (no connection is made at load)
@@ -76,8 +83,10 @@ def test_missing_prod_setting_is_refused_at_load(fault, missing):
 @pytest.mark.parametrize("value", ["alias/lbzf-artifacts", "1234abcd-12ab-34cd-56ef-1234567890ab",
                                    "arn:aws:kms:eu-west-1:111122223333:alias/lbzf"])
 def test_kms_key_that_is_not_an_arn_is_refused_at_load(fault, value):
+    env = {**PROD_ENV, "LBZF_S3_KMS_KEY_ID": value}
+    fault.sources(env)
     with fault.rejects(PipelineInputError, "LBZF_S3_KMS_KEY_ID", value, "not a KMS key ARN", "Remedy:"):
-        resources_for("prod", {**PROD_ENV, "LBZF_S3_KMS_KEY_ID": value})
+        resources_for("prod", env)
 
 
 @pytest.mark.fault("orchestration.invalid_run_config")
@@ -87,6 +96,7 @@ def test_invalid_run_config_is_refused_naming_the_key(fault, tmp_path):
     defs = build_definitions("local", {"LBZF_STORAGE_ROOT": str(tmp_path / "store")})
     job = defs.resolve_job_def("frames_job")
     dg.validate_run_config(job, {"ops": {"video_frames": {"config": {"step_s": 2.0}}}})
+    fault.sources(tmp_path)
     with fault.rejects(dg.DagsterInvalidConfigError, "step_s", "video_frames"):
         dg.validate_run_config(job, {"ops": {"video_frames": {"config": {"step_s": "often"}}}})
     with fault.rejects(dg.DagsterInvalidConfigError, "stepp_s"):

@@ -19,6 +19,10 @@ from resources.engine import EngineBuildError, JetsonSSHEngineBuilder
 from resources.storage import S3ArtifactStore, S3RequestError, StorageError
 
 try:
+    from reliability.conftest import s3_bucket
+except ImportError:  # pragma: no cover
+    from tests.reliability.conftest import s3_bucket
+try:
     from s3_server import REGION, create_bucket
     from ssh_server import openssh_server, sshd_missing_reason
 except ImportError:  # pragma: no cover
@@ -60,10 +64,12 @@ def test_storage_errors_and_logs_hold_no_secret(fault, canary_env, fault_proxy, 
     fault_proxy.add(method="PUT", action="status", status=403, code="AccessDenied",
                     message="not authorized to perform kms:GenerateDataKey (KMS.AccessDeniedException)")
     texts = []
-    for action in (lambda: store.write_bytes("reports/r.json", b"{}"),
-                   lambda: store.read_bytes("reports/r.json"),
-                   lambda: store.write_bytes("models/m/big.pt", b"\0" * (6 * 1024 * 1024))):
-        with fault.rejects(Exception) as seen:
+    fault.sources(s3_bucket(s3_endpoint, bucket))
+    fault.watch(s3_bucket(s3_endpoint, bucket))
+    for key, action in (("reports/r.json", lambda: store.write_bytes("reports/r.json", b"{}")),
+                        ("reports/r.json", lambda: store.read_bytes("reports/r.json")),
+                        ("models/m/big.pt", lambda: store.write_bytes("models/m/big.pt", b"\0" * (6 * 1024 * 1024)))):
+        with fault.rejects(S3RequestError, f"s3://{bucket}/{key}", "Remedy:") as seen:
             action()
         texts.append(everything(seen["error"]))
     logs = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
@@ -82,16 +88,16 @@ def test_failing_materialization_event_log_holds_no_secret(fault, canary_env, fa
     fault_proxy.add(action="status", status=403, code="AccessDenied",
                     message="not authorized to perform kms:Decrypt (KMS.AccessDeniedException)")
     caplog.set_level(logging.DEBUG)
+    fault.sources(s3_bucket(s3_endpoint, bucket))
     with dg.instance_for_test() as instance:
-        result = dg.materialize([video_manifest], resources={"store": store}, instance=instance,
-                                raise_on_error=False)
-        assert not result.success
-        entries = instance.all_logs(result.run_id)
+        with fault.rejects(S3RequestError, f"s3://{bucket}/raw/videos/", "AccessDenied", "Remedy:"):
+            dg.materialize([video_manifest], resources={"store": store}, instance=instance)
+        (run,) = instance.get_runs()
+        entries = instance.all_logs(run.run_id)
         failures = [e for e in entries if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"]
         assert failures, "the step did not fail"
         dump = "\n".join(serialize_value(e) for e in entries)
-        error = failures[0].dagster_event.step_failure_data.error
-        fault.observed("rejected", error.message[:300])
+        assert "AccessDenied" in failures[0].dagster_event.step_failure_data.error.to_string()
         assert "AccessDenied" in dump
     logs = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
     assert leaked(dump) == [] and leaked(logs) == []
@@ -116,6 +122,7 @@ def test_jetson_key_and_passphrase_never_reach_errors(fault, canary_env, tmp_pat
         assert not ok
         onnx = tmp_path / "m.onnx"
         onnx.write_bytes(b"not really onnx")
+        fault.sources(onnx, key)
         with fault.rejects(EngineBuildError, server.host, "Remedy:") as seen:
             builder.build(onnx, tmp_path / "out", engine_name="yolov8n_lbzf_v0")
     text = everything(seen["error"]) + "\n" + why
@@ -132,6 +139,7 @@ def test_s3_errors_name_the_key_and_a_remedy(fault, canary_env, fault_proxy, s3_
                             kms_key_id="arn:aws:kms:us-east-1:123456789012:key/abc")
     fault_proxy.add(method="GET", action="status", status=403, code="AccessDenied", message="Access Denied")
     key = "reports/stage_a/stage_a_report.json"
+    fault.sources(s3_bucket(s3_endpoint, bucket))
     with fault.rejects(StorageError, f"s3://{bucket}/{key}", "AccessDenied", "Remedy:", "IAM") as seen:
         store.read_bytes(key)
     assert isinstance(seen["error"], S3RequestError) and seen["error"].status == 403
