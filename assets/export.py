@@ -7,22 +7,20 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
 from assets.common import read_parquet
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
+from assets.engine_checks import checked_onnx, validate_engine
+from assets.labels import read_split
 from pipeline import keys, registry
 from pipeline.calibration import (DEFAULT_FRAMES, CalibrationError, CalibrationSet, require_int8_calibration,
                                   select_calibration_frames, write_calibration_package)
-from pipeline.engine_validation import DEFAULT_DELTA, compare_engine, predictions_table
-from pipeline.export import (DEFAULT_OPSET, decode, export_onnx, inspect_onnx, load_torch_model, parity, preprocess,
-                             torch_raw)
+from pipeline.engine_validation import DEFAULT_DELTA
+from pipeline.export import DEFAULT_OPSET
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.weights import UNTRAINED_WARNING, check_weights, fetch_weights
 from resources.engine import DEPLOY_MODES, PRECISIONS, EngineBuilder, EngineBuildError
 from resources.storage import ArtifactStore
 
-VALIDATION_SPLIT = "val"
 
 
 class OnnxConfig(dg.Config):
@@ -102,25 +100,15 @@ def onnx_model(context: dg.AssetExecutionContext, config: OnnxConfig, store: Art
     with tempfile.TemporaryDirectory(prefix="lbzf-onnx-") as tmp:
         folder = Path(tmp)
         weights = _selected_weights(store, selected, folder)
-        onnx_path = export_onnx(weights, folder / f"{name}.onnx", imgsz=selected["imgsz"], opset=config.opset)
-        spec = inspect_onnx(onnx_path, imgsz=selected["imgsz"], n_classes=_n_classes(selected), opset=config.opset)
-        frames = read_parquet(store, keys.STAGE_A_MANIFEST)["frame_key"].head(config.parity_frames)
-        images = []
-        for key in frames:
-            images.append(folder / keys.package_file_name(key))
-            store.download_file(key, images[-1])
-        report = parity(weights, onnx_path, images, imgsz=selected["imgsz"], box_tolerance_px=config.box_tolerance_px,
-                        score_tolerance=config.score_tolerance)
-        onnx_key = _onnx_key(name)
-        store.upload_file(onnx_path, onnx_key)
-        digest = sha256_file(onnx_path)
-    meta = {"model": name, "version": selected["version"], "onnx_sha256": digest, "uri": store.uri(onnx_key),
-            "imgsz": selected["imgsz"], "opset": spec.opset, "spec": spec.to_metadata(), "parity": report.to_metadata(),
-            "source_sha256": selected["sha256"]}
-    store.write_bytes(f"{onnx_key}.json", json.dumps(meta, indent=2).encode())
+        frames = read_parquet(store, keys.STAGE_A_MANIFEST)["frame_key"].head(config.parity_frames).tolist()
+        meta = checked_onnx(store, weights, keys.model_keys(name), version=selected["version"],
+                            imgsz=int(selected["imgsz"]), n_classes=_n_classes(selected), frame_keys=frames,
+                            folder=folder, opset=config.opset, box_tolerance_px=config.box_tolerance_px,
+                            score_tolerance=config.score_tolerance, source_sha256=selected["sha256"])
+        spec, report = meta["spec"], meta["parity"]
     return dg.MaterializeResult(metadata={**{k: v for k, v in meta.items() if k not in {"spec", "parity"}},
-                                          "spec": dg.MetadataValue.json(spec.to_metadata()),
-                                          "parity": dg.MetadataValue.json(report.to_metadata())})
+                                          "spec": dg.MetadataValue.json(spec),
+                                          "parity": dg.MetadataValue.json(report)})
 
 
 @dg.asset_check(asset=onnx_model, blocking=True, description="ONNX and PyTorch agree on real frames")
@@ -204,70 +192,6 @@ class EngineConfig(dg.Config):
     validation_iterations: int = 10  # timed trtexec iterations per frame
 
 
-def _validation_set(store: ArtifactStore, n: int) -> tuple[list[str], pd.DataFrame]:
-    """Up to n labelled frames of the val split (evenly spread over the sorted keys) and their person boxes."""
-    split = read_split(store)
-    if not store.exists(IMAGES_KEY) or not store.exists(ANNOTATIONS_KEY):
-        return [], pd.DataFrame(columns=["frame_key", "x1", "y1", "x2", "y2"])
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
-    labelled = set(chosen["frame_key"])
-    pool = sorted(k for k in split.loc[split["split"] == VALIDATION_SPLIT, "frame_key"] if k in labelled)
-    if len(pool) > n:
-        step = len(pool) / n
-        pool = [pool[int(i * step)] for i in range(n)]
-    boxes = boxes[boxes["frame_key"].isin(set(pool)) & (boxes["class_name"] == "person")]
-    return pool, boxes[["frame_key", "x1", "y1", "x2", "y2"]].reset_index(drop=True)
-
-
-def _validate_engine(context, store: ArtifactStore, builder: EngineBuilder, selected: dict, engine_path: Path,
-                     folder: Path, config: EngineConfig) -> dict:
-    """Engine vs PyTorch on labelled val frames, run where the engine was built. Never raises: a
-    validation that cannot run says why (and the engine check fails on it)."""
-    def not_validated(reason: str) -> dict:
-        context.log.warning(f"engine built but not validated: {reason}")
-        return {"status": "not_validated", "passed": False, "reason": reason}
-
-    ok, why = builder.inference_support()
-    if not ok:
-        return not_validated(why)
-    if config.validation_frames <= 0:
-        return not_validated("validation_frames is 0")
-    frame_keys, gt = _validation_set(store, config.validation_frames)
-    if not frame_keys:
-        return not_validated(f"no labelled frames in the {VALIDATION_SPLIT} split of {keys.BASE_SPLIT}")
-    try:
-        weights = _selected_weights(store, selected, folder)
-    except RuntimeError as exc:
-        return not_validated(str(exc))
-    imgsz = int(selected["imgsz"])
-    tensors, shapes = [], []
-    for key in frame_keys:
-        local = folder / "validation" / keys.package_file_name(key)
-        store.download_file(key, local)
-        tensor, shape = preprocess(local, imgsz)
-        tensors.append(tensor)
-        shapes.append(shape)
-    model = load_torch_model(weights)
-    torch_tables, torch_ms = [], []
-    for key, tensor, shape in zip(frame_keys, tensors, shapes):
-        started = time.perf_counter()
-        raw = torch_raw(model, tensor)
-        torch_ms.append((time.perf_counter() - started) * 1000)
-        torch_tables.append(predictions_table(key, decode(raw, imgsz=imgsz, frame_shape=shape)))
-    try:
-        run = builder.run_engine(engine_path, tensors, iterations=config.validation_iterations)
-    except EngineBuildError as exc:
-        return not_validated(f"running the engine failed: {exc.problem} {exc.remedy}".strip())
-    engine_tables = [predictions_table(key, decode(raw, imgsz=imgsz, frame_shape=shape))
-                     for key, raw, shape in zip(frame_keys, run.outputs, shapes)]
-    result = compare_engine(frame_keys, gt, pd.concat(torch_tables, ignore_index=True),
-                            pd.concat(engine_tables, ignore_index=True), delta=config.map50_delta,
-                            engine_latency_ms=run.latency_ms, pytorch_latency_ms=torch_ms,
-                            max_latency_ms=config.max_latency_ms or None)
-    return {"status": "validated", **result.to_metadata(), "summary": result.summary, "ran_on": run.host,
-            "split": VALIDATION_SPLIT, "frame_keys": frame_keys}
-
-
 @dg.asset(deps=[onnx_model], group_name="export", kinds={"tensorrt"})
 def tensorrt_engine(context: dg.AssetExecutionContext, config: EngineConfig, store: ArtifactStore,
                     engine_builder: EngineBuilder) -> dg.MaterializeResult:
@@ -306,8 +230,14 @@ def tensorrt_engine(context: dg.AssetExecutionContext, config: EngineConfig, sto
         meta.pop("metadata_path", None)
         meta.pop("engine_path", None)
         if result.built:
-            validation = _validate_engine(context, store, engine_builder, selected, Path(result.engine_path), folder,
-                                          config)
+            try:
+                weights = _selected_weights(store, selected, folder)
+            except RuntimeError as exc:
+                weights = exc
+            validation = validate_engine(context.log, store, engine_builder, weights, int(selected["imgsz"]),
+                                         Path(result.engine_path), folder, frames=config.validation_frames,
+                                         iterations=config.validation_iterations, delta=config.map50_delta,
+                                         max_latency_ms=config.max_latency_ms)
             sidecar = (json.loads(Path(result.metadata_path).read_text()) if result.metadata_path
                        and Path(result.metadata_path).is_file() else dict(meta))
             sidecar.update({"status": "built", "validation": validation, "calibration": calibration,

@@ -24,6 +24,7 @@ from assets.common import (RecipeConfig, config_from, load_frame_manifests, md_t
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
+from assets.engine_checks import checked_onnx, validate_engine
 from assets.plots import confusion_figure
 from pipeline import keys, registry
 from pipeline.coco_map import average_precision
@@ -31,6 +32,7 @@ from pipeline.confusion import confusion_matrix
 from pipeline.detection_metrics import per_frame, summary
 from pipeline.explanations import explain
 from pipeline.train_runs import archive_run
+from pipeline.engine_validation import DEFAULT_DELTA
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.paired import paired_difference
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
@@ -41,7 +43,7 @@ from pipeline.split import split_csv
 from pipeline.model_record import ModelRecord
 from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
                                  dataset_name, is_version, model_name)
-from pipeline.weights import check_weights, fetch_weights, publish_weights
+from pipeline.weights import fetch_weights, publish_weights
 from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
 from resources.engine import EngineBuilder
 from resources.storage import ArtifactStore
@@ -288,6 +290,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             _write_json(store, card_key, card)
             write_parquet(store, keys.version_keys(version).train_curves, pd.DataFrame(result.curves))
             trained = True
+        onnx = _candidate_onnx(store, card, Path(tmp), rows["frame_key"].head(8).tolist())
     _write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
     per_split = table.assign(source=table["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).map(
         {True: "hard examples", False: "v0"})).groupby(["split", "source"]).size().rename("frames").reset_index()
@@ -297,6 +300,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
         "uri": store.uri(keys.weights_key(version)), "dataset_version": dataset_name(version), "split_sha256": split_sha,
         "split_uri": store.uri(keys.split_key(version)), "per_split": md_table(per_split),
         "hard_examples_trained": int(card["train_frames"]["hard_examples"]),
+        "onnx_uri": store.uri(keys.version_keys(version).onnx), "onnx_parity": dg.MetadataValue.json(onnx["parity"]),
         "recipe": dg.MetadataValue.json(card["recipe"]), "protected_splits": "test, deployment_test: never trained on "
         "(checked)", "final": dg.MetadataValue.json(card.get("final_metrics") or {}),
         **_training_views(store, version)})
@@ -449,7 +453,12 @@ def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: E
     version, name = card["version"], card["model"]
     with tempfile.TemporaryDirectory(prefix="lbzf-shadow-engine-") as tmp:
         folder = Path(tmp)
-        engine_local, sidecar_local = _engine_files(store, engine_builder, card, folder)
+        engine_local, sidecar_local, validation = _engine_files(context, store, engine_builder, card, folder)
+        if not validation.get("passed"):
+            why = validation.get("summary") or validation.get("reason") or "not validated"
+            context.log.warning(f"{name}'s engine is not deployed in shadow mode: it failed on-device validation: {why}")
+            return {"status": "built, not deployed", "engine_key": keys.engine_key(version),
+                    "reason": f"engine failed on-device validation against PyTorch: {why}"}
         can_deploy, why_not = engine_builder.deploy_support()
         if not can_deploy:
             return {"status": "built, not deployed", "engine_key": keys.engine_key(version), "reason": why_not}
@@ -458,29 +467,51 @@ def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: E
         return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
 
 
-def _engine_files(store: ArtifactStore, engine_builder: EngineBuilder, card: dict, folder: Path) -> tuple[Path, Path]:
-    """The candidate's engine and sidecar (built once, kept in the store beside its weights)."""
-    from pipeline.export import export_onnx
+def _candidate_onnx(store: ArtifactStore, card: dict, folder: Path, frame_keys: list[str]) -> dict:
+    """The candidate as ONNX, with the same parity check as v0's (refused, and nothing stored, when it
+    disagrees with PyTorch). Made once; the device's shadow runner and the engine build start from it."""
+    where = keys.version_keys(card["version"])
+    if store.exists(where.onnx_meta) and store.exists(where.onnx):
+        meta = _json(store, where.onnx_meta)
+        if meta.get("source_sha256") == card["weights_sha256"]:
+            return meta
+    weights = _candidate_weights(store, card, folder / "onnx" / f"{card['model']}.pt")
+    return checked_onnx(store, weights, where, version=card["version"], imgsz=int(card["imgsz"]), n_classes=1,
+                        frame_keys=frame_keys, folder=folder / "onnx", source_sha256=card["weights_sha256"],
+                        require_parity=True)
 
+
+def _engine_files(context, store: ArtifactStore, engine_builder: EngineBuilder, card: dict,
+                  folder: Path) -> tuple[Path, Path, dict]:
+    """The candidate's engine and sidecar (built once from its parity-checked ONNX, validated on the
+    device against PyTorch, kept in the store beside its weights) and the validation record."""
     version, name = card["version"], card["model"]
-    key = keys.engine_key(version)
+    where = keys.version_keys(version)
+    key = where.engine
     engine_local, sidecar_local = folder / f"{name}.engine", folder / f"{name}.engine.json"
     if not store.exists(key):
-        weights = _candidate_weights(store, card, folder / f"{name}.pt")
-        onnx_path = export_onnx(weights, folder / f"{name}.onnx", imgsz=card["imgsz"])
+        onnx_path = folder / f"{name}.onnx"
+        store.download_file(where.onnx, onnx_path)
+        if sha256_file(onnx_path) != _json(store, where.onnx_meta)["onnx_sha256"]:
+            raise registry.RegistryError(where.onnx, "onnx_sha256", sha256_file(onnx_path),
+                                         "re-run candidate_model: it exports and checks the candidate's ONNX",
+                                         problem="ONNX differs from its parity record")
         built = engine_builder.build(onnx_path, folder / "out", engine_name=name)
         if not built.built:
             raise RuntimeError(f"engine for {version} not built: {built.reason}")
-        sidecar = built.metadata_path if built.metadata_path and Path(built.metadata_path).exists() else None
-        store.upload_file(onnx_path, keys.version_keys(version).onnx)
+        weights = _candidate_weights(store, card, folder / f"{name}.pt")
+        validation = validate_engine(context.log, store, engine_builder, weights, int(card["imgsz"]),
+                                     Path(built.engine_path), folder, frames=16, iterations=10, delta=DEFAULT_DELTA)
+        sidecar = (json.loads(Path(built.metadata_path).read_text()) if built.metadata_path and
+                   Path(built.metadata_path).exists() else built.to_metadata())
+        sidecar.update({"validation": validation, "onnx_key": where.onnx})
         store.upload_file(Path(built.engine_path), key)
-        if sidecar:
-            store.upload_file(sidecar, key + ".json")
-        else:
-            store.write_bytes(key + ".json", json.dumps(built.to_metadata(), indent=2, default=str).encode())
+        store.write_bytes(key + ".json", json.dumps(sidecar, indent=2, default=str).encode())
     store.download_file(key, engine_local)
     store.download_file(key + ".json", sidecar_local)
-    return engine_local, sidecar_local
+    validation = json.loads(sidecar_local.read_text()).get("validation") or {"passed": False,
+                                                                             "reason": "no validation recorded"}
+    return engine_local, sidecar_local, validation
 
 
 @dg.asset(partitions_def=monthly_partitions, deps=[candidate_comparison], group_name="retraining", kinds={"json"})

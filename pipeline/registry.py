@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from pipeline import keys
 from pipeline.errors import PipelineInputError
@@ -132,10 +133,8 @@ def rolled_back(store_or_pointer, version: str) -> dict | None:
     return found[-1] if found else None
 
 
-def fetch_entry_weights(store, entry: dict, folder) -> "Path":
+def fetch_entry_weights(store, entry: dict, folder) -> Path:
     """A checked local copy of a registry entry's weights (production, a history entry, the bootstrap)."""
-    from pathlib import Path
-
     from pipeline.hashing import sha256_file
     from pipeline.weights import check_weights
 

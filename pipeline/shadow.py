@@ -116,7 +116,7 @@ def check_simulation_allowed(simulate: bool, allowed: bool, asset: str) -> None:
         raise ShadowLogError(f"{asset} config", "simulate", True,
                              "this deployment accepts only logs the Jetson writes in shadow mode "
                              "(python -m pipeline.shadow_device on the device, uploaded under shadow/<version>/logs/); "
-                             f"set simulate: false and wait for them", problem="simulated shadow run refused")
+                             "set simulate: false and wait for them", problem="simulated shadow run refused")
 
 
 def shadow_words(shadow: dict | None) -> str:

@@ -139,14 +139,14 @@ def test_stage_b_model_eval_and_selection(demo):
         # mAP over IoU 0.5:0.95 averages APs at stricter IoUs than 0.5: it cannot exceed mAP50
         assert entry["map50_95"] <= entry["map50"] + 1e-9
         assert demo["summary"]["stage_b"][split]["map50"] == entry["map50"]
-    # Stage B started from the untrained fallback (no official weights here): its figures say so as loudly
-    assert demo["summary"]["stage_b_warning"] == UNTRAINED_BASE_WARNING
         # the confusion matrix agrees with the evaluation's own counts (seed views, item 1)
         totals = entry["confusion_matrix"]["totals"]
         sweep = {row["conf"]: row for row in entry["conf_sweep"]}
         assert totals["false_positives"] == entry["per_frame"]["false_positives"]
         assert totals["gt_boxes"] - totals["misses"] == sweep[0.25]["tp"] and totals["gt_boxes"] == sweep[0.25]["n_gt"]
         assert (store / f"models/yolov8n_lbzf_v0/figures/confusion_{split}.png").stat().st_size > 5000
+    # Stage B started from the untrained fallback (no official weights here): its figures say so as loudly
+    assert demo["summary"]["stage_b_warning"] == UNTRAINED_BASE_WARNING
     gap = evaluation["domain_shift"]
     assert gap["direction"] == "deployment_test - test" and set(gap["gap"]) == {"recall", "median_best_conf", "map50"}
     eval_meta = _metadata(demo["instance"], "evaluation")

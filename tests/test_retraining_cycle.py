@@ -330,20 +330,38 @@ def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cy
     from assets.retraining import _deploy_candidate_to_shadow, _deploy_production_engine, _month_candidate, \
         _with_engine
     from pipeline.hashing import sha256_file
-    from resources.engine import EngineBuilder, EngineBuildResult, EngineDeployResult
+    from resources.engine import EngineBuilder, EngineBuildError, EngineBuildResult, EngineDeployResult, \
+        EngineRunResult
 
     class StandInJetson(EngineBuilder):
+        """Builds an "engine" that is its ONNX behind a marker and runs it with ONNX Runtime, so the on-device
+        validation against PyTorch is real; with `corrupt` the device cannot load the engine."""
         device_dir: str
+        corrupt: bool = False
 
         def availability(self):
             return True, "stand-in Jetson"
+
+        def inference_support(self):
+            return True, "stand-in: ONNX Runtime on the ONNX inside the engine"
+
+        def run_engine(self, engine_path, inputs, *, input_name="images", output_name="output0", iterations=10):
+            import onnxruntime as ort
+
+            if self.corrupt:
+                raise EngineBuildError("the engine does not deserialize on the device (TensorRT 8.5 vs 8.6).",
+                                       remedy="rebuild it on this device", host="stand-in")
+            session = ort.InferenceSession(Path(engine_path).read_bytes()[len(b"ENGINE"):],
+                                           providers=["CPUExecutionProvider"])
+            outputs = [session.run(None, {input_name: x})[0] for x in inputs]
+            return EngineRunResult(outputs=outputs, latency_ms=[1.0] * len(inputs), host="stand-in")
 
         def build(self, onnx_path, out_dir, *, engine_name, precision="fp16", int8_calib_cache=None,
                   workspace_mb=2048):
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
             engine = out / f"{engine_name}.engine"
-            engine.write_bytes(b"ENGINE" + Path(onnx_path).read_bytes()[:256])
+            engine.write_bytes(b"ENGINE" + Path(onnx_path).read_bytes())
             sidecar = out / f"{engine_name}.engine.json"
             sidecar.write_text(json.dumps({"engine_sha256": sha256_file(engine), "versions": {"tensorrt": "8.6.2"}}))
             return EngineBuildResult(status="built", engine_path=engine, engine_sha256=sha256_file(engine),
@@ -365,8 +383,16 @@ def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cy
     jetson = StandInJetson(device_dir=str(device))
     context = SimpleNamespace(log=logging.getLogger("test"))
     card = _month_candidate(store, MONTH)
+    # an engine that fails its on-device validation against PyTorch never reaches the shadow slot
+    broken = _deploy_candidate_to_shadow(context, store, StandInJetson(device_dir=str(device), corrupt=True), card)
+    assert broken["status"] == "built, not deployed" and "failed on-device validation" in broken["reason"]
+    assert not (device / "shadow").exists()
+    for stale in ("models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine", "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine.json"):
+        (root / stale).unlink()  # the failed build is replaced by a fresh one below
     shadow = _deploy_candidate_to_shadow(context, store, jetson, card)
     assert shadow["status"] == "deployed" and shadow["mode"] == "shadow"
+    validation = json.loads((root / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine.json").read_text())["validation"]
+    assert validation["status"] == "validated" and validation["passed"] is True
     stored = root / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine"
     assert (root / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.onnx").read_bytes()[:8]  # exported for real
     assert (device / "shadow/yolov8n_lbzf_v0.1.engine").read_bytes() == stored.read_bytes()
