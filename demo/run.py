@@ -115,9 +115,10 @@ def cycle_run_config() -> dict:
     }}
 
 
-def annotate_hard_examples(store, month: str, annotator: str = "sophia", seed: int = 11) -> str:
+def annotate_hard_examples(store, month: str, annotator: str = "sophia", seed: int = 11, truth_store=None) -> str:
     """The simulated annotator: labels the month's CVAT task from the demo ground truth
-    (`_demo_truth/`) and drops a COCO 1.0 export where CVAT exports land. Returns its key."""
+    (`_demo_truth/`, in `truth_store`, default the store itself) and drops a COCO 1.0 export where CVAT
+    exports land. Returns its key."""
     import numpy as np
 
     from assets.common import read_parquet
@@ -129,7 +130,7 @@ def annotate_hard_examples(store, month: str, annotator: str = "sophia", seed: i
     images = []
     for row in read_parquet(store, f"frames/hard/{month}/manifest.parquet").itertuples():
         camera, day, clip = row.frame_key.split("/")[3:6]
-        truth = json.loads(store.read_bytes(f"{TRUTH_PREFIX}buffer/{camera}/{day}/{clip}.json"))
+        truth = json.loads((truth_store or store).read_bytes(f"{TRUTH_PREFIX}buffer/{camera}/{day}/{clip}.json"))
         frame = truth["frames"][int(row.frame_index)]
         if abs(frame["t"] - float(row.actual_s)) > 1e-6:
             raise ValueError(f"{row.frame_key}: frame {row.frame_index} is at {frame['t']} s in the truth, "
