@@ -198,7 +198,8 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
         yield dg.MaterializeResult(asset_key="stage_b_model", metadata={
             "why": why, "sha256": result.best_sha256, "uri": store.uri(model_key), "epochs_run": result.epochs_run,
             "fitness": f"{config.recipe().fitness} (picks best.pt, drives early stopping)",
-            "train_run": store.uri(MODEL_KEYS.train_run), "train_run_files": len(archived),
+            "train_run": MODEL_KEYS.train_run, "train_run_results": store.uri(MODEL_KEYS.train_run + "results.csv"),
+            "train_run_files": len(archived),
             "resumed": result.resumed, "recipe": dg.MetadataValue.json(config.recipe().train_args()),
             "base_weights": weights.path, "base_untrained": weights.untrained,
             "curves": md_table(curves.round(4)), "final": dg.MetadataValue.json(result.final_metrics),

@@ -22,8 +22,11 @@ def _distinct_values(settings: type, exclude: tuple[str, ...]) -> dict:
     return values
 
 
+CHOICES = {"fitness": "map50_95"}  # fields with a fixed set of values: another valid one
+
+
 def test_recipe_config_has_the_recipe_fields_and_converts_by_name():
-    values = _distinct_values(TrainingRecipe, ("device", "workers"))
+    values = {**_distinct_values(TrainingRecipe, ("device", "workers")), **CHOICES}
     for config_class in (StageBConfig, CandidateConfig):
         assert set(values) <= set(config_class.model_fields)
         recipe = config_class(**values).recipe()
@@ -33,6 +36,8 @@ def test_recipe_config_has_the_recipe_fields_and_converts_by_name():
 
 def test_promotion_config_has_the_thresholds_and_their_defaults():
     assert PromotionConfig().thresholds() == PromotionThresholds()
-    values = _distinct_values(PromotionThresholds, ("gated_subsets",))
+    values = _distinct_values(PromotionThresholds, ("gated_subsets", "allow_simulated_shadow"))
     thresholds = PromotionConfig(**values).thresholds()
     assert {k: getattr(thresholds, k) for k in values} == values
+    # whether a simulated shadow run may count is the deployment's (ShadowPolicy), never the launchpad's
+    assert "allow_simulated_shadow" not in PromotionConfig.model_fields and not thresholds.allow_simulated_shadow
