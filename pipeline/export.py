@@ -11,6 +11,7 @@ use them, so PyTorch, onnxruntime and TensorRT are always fed the same tensors.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,19 +58,23 @@ def onnx_opset(model_or_path) -> int:
                              "re-export the model: it declares no default-domain opset", problem="no ONNX opset")
 
 
-def export_onnx(weights: Path, out_path: Path, *, imgsz: int, opset: int = DEFAULT_OPSET) -> Path:
-    """Export `weights` to `out_path` (static shape, simplified) with exactly `opset`.
+def export_onnx(weights: Path, out_path: Path, *, imgsz: int, opset: int = DEFAULT_OPSET,
+                dynamic: bool = False) -> Path:
+    """Export `weights` to `out_path` (static shape unless `dynamic`, simplified) with exactly `opset`.
+
+    The Jetson gets the static export; `dynamic` (batch, height and width free) is what the
+    pipeline's own ONNX Runtime inference uses, so frames keep Ultralytics' minimal-rectangle letterbox.
 
     Work happens in a copy of the weights. A file with another opset than asked for (the exporter
     may clamp it to what the installed torch supports) is refused rather than shipped silently."""
     out_path = Path(out_path)
-    work = out_path.parent / f".export-{out_path.stem}"
+    work = out_path.parent / f".export-{out_path.stem}-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     try:
         local = work / f"{out_path.stem}.pt"
         shutil.copyfile(weights, local)
         produced = ultralytics_yolo()(str(local)).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True,
-                                                         dynamic=False, device="cpu", verbose=False)
+                                                         dynamic=dynamic, device="cpu", verbose=False)
         got = onnx_opset(Path(produced))
         if got != opset:
             raise PipelineInputError(str(weights), "opset", got,
