@@ -15,11 +15,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.inference.postprocess import postprocess
 from pipeline.inference.prefetch import Source, decode_frame, prefetch
 
 COLUMNS = ["frame_key", "x1", "y1", "x2", "y2", "conf"]
 DEFAULT_IOU = 0.7  # Ultralytics predict's default
 PROOF_FRAMES = 8
+CPU_BATCH, GPU_BATCH = 4, 16  # measured: on 2 CPU cores batches of 4 beat 1 and 16 (docs/benchmarks.md)
+
+
+def default_batch(device: str | int | None) -> int:
+    from pipeline.inference.backends import cuda_index
+
+    return CPU_BATCH if cuda_index(device) is None else GPU_BATCH
 
 
 def load_model(weights: str | Path):
@@ -48,9 +56,10 @@ def open_pass_detector(weights: str | Path, frames: Sequence[tuple[str, Source]]
                          onnx=onnx, engine=engine, cache_dir=cache_dir)
 
 
-def run_pass(detector, frames: Sequence[tuple[str, Source]], *, batch: int = 16,
+def run_pass(detector, frames: Sequence[tuple[str, Source]], *, batch: int | None = None,
              prefetch_depth: int = 2) -> tuple[pd.DataFrame, dict]:
     """Person boxes of every frame with an opened detector; timings per image (ms)."""
+    batch = batch or default_batch(detector.record.get("device"))
     rows, infer_s, post_s = [], 0.0, 0.0
     started = time.perf_counter()
     for batches in prefetch(frames, detector.letterbox, batch=batch, depth=prefetch_depth):
@@ -58,7 +67,6 @@ def run_pass(detector, frames: Sequence[tuple[str, Source]], *, batch: int = 16,
             t0 = time.perf_counter()
             raw = detector.backend.run(b.tensor)
             t1 = time.perf_counter()
-            from pipeline.inference.postprocess import postprocess
             dets = postprocess(raw, b.geometries, conf=detector.conf, iou=detector.iou, classes=detector.classes,
                                max_det=detector.max_det)
             post_s += time.perf_counter() - t1
@@ -74,7 +82,7 @@ def run_pass(detector, frames: Sequence[tuple[str, Source]], *, batch: int = 16,
 
 
 def detect_persons(weights: str | Path, frames: Sequence[tuple[str, Source]], *, imgsz: int = 640,
-                   conf: float = 0.001, iou: float = DEFAULT_IOU, person_class: int = 0, batch: int = 16,
+                   conf: float = 0.001, iou: float = DEFAULT_IOU, person_class: int = 0, batch: int | None = None,
                    device: str = "cpu", backend: str = "auto", onnx: str | Path | None = None,
                    engine: str | Path | None = None, cache_dir: str | Path | None = None,
                    proof_frames: int = PROOF_FRAMES) -> tuple[pd.DataFrame, dict]:

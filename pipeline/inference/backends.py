@@ -113,6 +113,8 @@ class OnnxRuntimeBackend(Backend):
         providers = ort_providers(device, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        # no busy-waiting between runs: the frame prefetch thread needs those cycles on a small CPU
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
         except Exception as exc:
@@ -216,3 +218,10 @@ class TensorRTBackend(Backend):
                 chunk = np.concatenate([chunk, np.zeros((n - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             outs.append(self._run_one(chunk)[:len(batch) - i])
         return np.concatenate(outs)
+
+
+def BACKENDS_ON(device: str | int | None, *, engine: str | Path | None = None) -> list[str]:
+    """The backends worth trying on this host for a device, fastest first (a TensorRT engine only
+    when one is given and the device is a GPU)."""
+    names = [TENSORRT] if engine is not None and cuda_index(device) is not None else []
+    return names + [ONNXRUNTIME, TORCH]
