@@ -248,7 +248,9 @@ def _validate_engine(context, store: ArtifactStore, builder: EngineBuilder, sele
         tensor, shape = preprocess(local, imgsz)
         tensors.append(tensor)
         shapes.append(shape)
-    model = load_torch_model(weights)
+    from pipeline.deployments import inference_settings
+
+    model = load_torch_model(weights, device=inference_settings().device)
     torch_tables, torch_ms = [], []
     for key, tensor, shape in zip(frame_keys, tensors, shapes):
         started = time.perf_counter()
