@@ -26,6 +26,7 @@ from assets.partitions import monthly_partitions
 from pipeline import keys, registry
 from pipeline.coco_map import average_precision
 from pipeline.detection_metrics import per_frame, summary
+from pipeline.deployments import inference_settings
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.jobs import production_freshness_job, retraining_resume_job
 from pipeline.paired import paired_difference
@@ -510,9 +511,11 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
             logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
                                  {version: (str(cand_weights), int(card["imgsz"])),
                                   str(production["version"]): (str(prod_weights), int(production.get("imgsz") or 640))},
-                                 start=start, period_h=config.simulated_period_h, conf=config.conf)
+                                 start=start, period_h=config.simulated_period_h, conf=config.conf,
+                                 **inference_settings().kwargs())
         store.write_bytes(prefix + SIMULATED_FILE, to_parquet_bytes(logs))
         simulated = {"simulated_frames": len(frames), "simulated_period_h": config.simulated_period_h,
+                     "simulated_inference": logs.attrs.get("inference", {}),
                      "simulated_start": start.isoformat()}
         files = [prefix + SIMULATED_FILE]
     tables = [read_log_file(k, store.read_bytes(k)) for k in files]

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.errors import PipelineInputError
 
-Source = Union[str, Path, bytes, Callable[[], bytes]]
+Source = Union[str, Path, bytes, Callable[[], bytes], np.ndarray]
 _DONE = object()
 
 
@@ -25,6 +25,8 @@ def decode_frame(key: str, source: Source) -> np.ndarray:
     """A BGR uint8 frame, or a PipelineInputError naming the frame."""
     import cv2
 
+    if isinstance(source, np.ndarray):  # already decoded (a video frame)
+        return source
     if callable(source):
         source = source()
     if isinstance(source, (bytes, bytearray, memoryview)):
