@@ -83,7 +83,8 @@ def to_tensor(boxed_hwc: np.ndarray) -> np.ndarray:
     arr = boxed_hwc if boxed_hwc.ndim == 4 else boxed_hwc[None]
     out = np.empty((arr.shape[0], 3, arr.shape[1], arr.shape[2]), dtype=np.float32)
     for c in range(3):  # BGR -> RGB while moving channels first
-        np.multiply(arr[..., 2 - c], np.float32(1 / 255.0), out=out[:, c], casting="unsafe")
+        out[:, c] = arr[..., 2 - c]
+    out /= np.float32(255.0)  # a division, bit for bit what Ultralytics (and the calibration loader) compute
     return out
 
 
