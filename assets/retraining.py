@@ -352,13 +352,14 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     card = _month_candidate(store, month)
     production = month_parent(store, month)
     frames, gt = comparison_frames(store, month)
-    preds = {}
+    preds, inference = {}, {}
     with tempfile.TemporaryDirectory(prefix="lbzf-compare-") as tmp:
         prod_weights = _weights_local(store, production, Path(tmp))
         cand_weights = _candidate_weights(store, card, Path(tmp) / "candidate.pt")
         for role, weights, own in (("production", prod_weights, production.get("imgsz") or 640),
                                    ("candidate", cand_weights, card["imgsz"])):
-            preds[role], _ = detect(store, str(weights), frames, config.imgsz or int(own))
+            preds[role], timing = detect(store, str(weights), frames, config.imgsz or int(own))
+            inference[role] = timing.get("backend", {})
     subsets, rows = {}, []
     for subset, group in frames.groupby("subset", sort=False):
         context_cols = group[["frame_key", "video_id", "operation", "camera"]]
@@ -386,7 +387,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     report = {"month": month, "candidate_version": card["version"], "production_version": production.get("version"),
               "candidate_weights_sha256": card["weights_sha256"], "production_weights_sha256":
               production.get("weights_sha256"), "subsets": subsets, "n_boot": config.n_boot, "seed": config.seed,
-              "iou_threshold": config.iou_threshold, "cluster": "video_id"}
+              "iou_threshold": config.iou_threshold, "cluster": "video_id", "inference": inference}
     key = f"{model_prefix(card['version'])}comparison_{card['version']}.json"
     digest = _write_json(store, key, report)
     table = pd.DataFrame(rows)
