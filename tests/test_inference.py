@@ -167,3 +167,13 @@ def test_unreadable_frame_is_named(weights, frames):
 
     with pytest.raises(PipelineInputError, match="bad.jpg.*unreadable image"):
         detect_persons(weights, [*frames[:2], ("bad.jpg", b"garbage")], imgsz=IMGSZ, conf=CONF, backend="torch")
+
+
+def test_an_architecture_file_is_exported_from_the_very_model_the_reference_holds(frames, tmp_path):
+    """Untrained Stage A (yolov8n.yaml: random weights on every load): the ONNX must come from the
+    reference's own instance, or parity would compare two different random networks."""
+    table, record = detect_persons("yolov8n.yaml", frames[:3], imgsz=IMGSZ, conf=CONF, cache_dir=tmp_path)
+    chosen = record["backend"]
+    assert chosen["backend"] == "onnxruntime" and chosen["cached"] is False and "not cacheable" in chosen["onnx"]
+    assert chosen["parity"]["passed"] and chosen["parity"]["max_raw_diff"] < 1e-2
+    assert not list(tmp_path.iterdir())  # nothing cached under a hash that would not mean anything
