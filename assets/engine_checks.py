@@ -17,6 +17,7 @@ from pipeline.export import DEFAULT_OPSET, decode, export_onnx, inspect_onnx, lo
     torch_raw
 from pipeline.hashing import sha256_file
 from resources.engine import EngineBuilder, EngineBuildError
+from resources.inference import inference_settings
 from resources.storage import ArtifactStore
 
 VALIDATION_SPLIT = "val"
@@ -92,7 +93,7 @@ def validate_engine(log, store: ArtifactStore, builder: EngineBuilder, weights: 
         tensor, shape = preprocess(local, imgsz)
         tensors.append(tensor)
         shapes.append(shape)
-    model = load_torch_model(weights)
+    model = load_torch_model(weights, device=inference_settings().device)
     torch_tables, torch_ms = [], []
     for key, tensor, shape in zip(frame_keys, tensors, shapes):
         started = time.perf_counter()

@@ -1,5 +1,6 @@
 """Stage A (measure the off-the-shelf detector), Stage B (fine-tune if the gate says so), evaluation."""
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -17,10 +18,11 @@ from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
 from pipeline.confusion import confusion_matrix
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
-from pipeline.detector import load_model, predict_persons
+from pipeline.detector import detect_persons
 from pipeline.errors import PipelineInputError
 from pipeline.gate import GateThresholds, check_gate_setting, decide_fine_tuning
 from pipeline.train_runs import archive_run
+from resources.inference import inference_settings
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.model_record import OFF_SHELF, ModelRecord
 from pipeline.paired import paired_difference
@@ -55,13 +57,10 @@ def _frame_context(store: ArtifactStore) -> pd.DataFrame:
 
 
 def detect(store: ArtifactStore, weights: str, frames: pd.DataFrame, imgsz: int) -> tuple[pd.DataFrame, dict]:
-    with tempfile.TemporaryDirectory(prefix="lbzf-detect-") as tmp:
-        items = []
-        for key in frames["frame_key"]:
-            path = Path(tmp) / keys.package_file_name(key)
-            store.download_file(key, path)
-            items.append((key, path))
-        return predict_persons(load_model(weights), items, imgsz=imgsz)
+    """Person boxes on the frames (read from the store ahead of inference) and the pass's record:
+    ms per image and, under "backend", which backend/provider produced them with its parity proof."""
+    items = [(key, functools.partial(store.read_bytes, key)) for key in frames["frame_key"]]
+    return detect_persons(weights, items, imgsz=imgsz, **inference_settings().kwargs())
 
 
 class StageAConfig(dg.Config):
@@ -137,6 +136,7 @@ def stage_a_baseline(context: dg.AssetExecutionContext, config: StageAConfig, st
         "extra_frames_needed": decision.extra_frames_needed, "recall": point["recall"], "recall_ci95": ci["recall_ci"],
         "median_best_conf": point["median_best_conf"], "median_best_conf_ci95": ci["median_best_conf_ci"],
         "false_positives": point["false_positives"], "n_frames": point["n_frames"], "n_videos": ci["n_clusters"],
+        "inference_backend": dg.MetadataValue.json(speed.get("backend", {})),
         "bootstrap_seed": config.seed, "weights": weights.path, "weights_sha256": weights.sha256 or "untrained",
         "official_coco_weights": weights.official_coco, "by_operation": md_table(by_op),
         "by_camera": md_table(breakdown(table, "camera")),

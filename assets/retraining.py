@@ -33,6 +33,7 @@ from pipeline.detection_metrics import per_frame, summary
 from pipeline.explanations import explain
 from pipeline.train_runs import archive_run
 from pipeline.engine_validation import DEFAULT_DELTA
+from resources.inference import inference_settings
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.paired import paired_difference
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
@@ -356,13 +357,14 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     card = _month_candidate(store, month)
     production = month_parent(store, month)
     frames, gt = comparison_frames(store, month)
-    preds = {}
+    preds, inference = {}, {}
     with tempfile.TemporaryDirectory(prefix="lbzf-compare-") as tmp:
         prod_weights = _weights_local(store, production, Path(tmp))
         cand_weights = _candidate_weights(store, card, Path(tmp) / "candidate.pt")
         for role, weights, own in (("production", prod_weights, production.get("imgsz") or 640),
                                    ("candidate", cand_weights, card["imgsz"])):
-            preds[role], _ = detect(store, str(weights), frames, config.imgsz or int(own))
+            preds[role], timing = detect(store, str(weights), frames, config.imgsz or int(own))
+            inference[role] = timing.get("backend", {})
     subsets, rows, figures = {}, [], {}
     for subset, group in frames.groupby("subset", sort=False):
         context_cols = group[["frame_key", "video_id", "operation", "camera"]]
@@ -396,7 +398,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     report = {"month": month, "candidate_version": card["version"], "production_version": production.get("version"),
               "candidate_weights_sha256": card["weights_sha256"], "production_weights_sha256":
               production.get("weights_sha256"), "subsets": subsets, "n_boot": config.n_boot, "seed": config.seed,
-              "iou_threshold": config.iou_threshold, "cluster": "video_id"}
+              "iou_threshold": config.iou_threshold, "cluster": "video_id", "inference": inference}
     key = keys.version_keys(card["version"]).report("comparison")
     digest = _write_json(store, key, report)
     table = pd.DataFrame(rows)
@@ -549,9 +551,11 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
             logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
                                  {version: (str(cand_weights), int(card["imgsz"])),
                                   str(production["version"]): (str(prod_weights), int(production.get("imgsz") or 640))},
-                                 start=start, period_h=config.simulated_period_h, conf=config.conf)
+                                 start=start, period_h=config.simulated_period_h, conf=config.conf,
+                                 **inference_settings().kwargs())
         store.write_bytes(prefix + SIMULATED_FILE, to_parquet_bytes(logs))
         simulated = {"simulated_frames": len(frames), "simulated_period_h": config.simulated_period_h,
+                     "simulated_inference": logs.attrs.get("inference", {}),
                      "simulated_start": start.isoformat()}
         files = [prefix + SIMULATED_FILE]
     logs, files, source = load_logs(lambda p: (i.key for i in store.list_keys(p)), store.read_bytes, prefix)

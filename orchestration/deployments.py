@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineInputError
 from resources.base_weights import BaseWeights
+from resources.inference import inference_settings
 from resources.shadow_policy import ShadowPolicy
 from resources.engine import JetsonSSHEngineBuilder, LocalTensorRTEngineBuilder, UnavailableEngineBuilder
 from resources.storage import LocalArtifactStore, S3ArtifactStore
@@ -75,6 +76,7 @@ def _local_engine_builder():
 
 def resources_for(deployment: str | None = None, env: Mapping[str, str] | None = None) -> dict:
     env = os.environ if env is None else env
+    inference_settings(deployment, env)  # LBZF_INFER_*: refused here, at load, when wrong
     deployment = (deployment or env.get("DAGSTER_DEPLOYMENT", "local")).strip() or "local"
     if deployment == "local":
         return {

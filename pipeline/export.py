@@ -5,12 +5,13 @@ of shape (1, 4 + classes, anchors). The default opset (17) is one TensorRT 8.5/8
 6.0) parses; another opset can be asked for, and the file is checked to hold exactly that one.
 
 `preprocess` (letterbox to imgsz, RGB, CHW, /255) and `decode` (NMS, person class, boxes back to the
-frame's pixels) are the one definition of what goes into and comes out of the network: parity,
+frame's pixels), thin wrappers over `pipeline.inference` for one square frame, are the one definition of what goes into and comes out of the network: parity,
 INT8 calibration (`pipeline.calibration`) and engine validation (`pipeline.engine_validation`) all
 use them, so PyTorch, onnxruntime and TensorRT are always fed the same tensors.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,19 +58,23 @@ def onnx_opset(model_or_path) -> int:
                              "re-export the model: it declares no default-domain opset", problem="no ONNX opset")
 
 
-def export_onnx(weights: Path, out_path: Path, *, imgsz: int, opset: int = DEFAULT_OPSET) -> Path:
-    """Export `weights` to `out_path` (static shape, simplified) with exactly `opset`.
+def export_onnx(weights: Path, out_path: Path, *, imgsz: int, opset: int = DEFAULT_OPSET,
+                dynamic: bool = False) -> Path:
+    """Export `weights` to `out_path` (static shape unless `dynamic`, simplified) with exactly `opset`.
+
+    The Jetson gets the static export; `dynamic` (batch, height and width free) is what the
+    pipeline's own ONNX Runtime inference uses, so frames keep Ultralytics' minimal-rectangle letterbox.
 
     Work happens in a copy of the weights. A file with another opset than asked for (the exporter
     may clamp it to what the installed torch supports) is refused rather than shipped silently."""
     out_path = Path(out_path)
-    work = out_path.parent / f".export-{out_path.stem}"
+    work = out_path.parent / f".export-{out_path.stem}-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     try:
         local = work / f"{out_path.stem}.pt"
         shutil.copyfile(weights, local)
         produced = ultralytics_yolo()(str(local)).export(format="onnx", imgsz=imgsz, opset=opset, simplify=True,
-                                                         dynamic=False, device="cpu", verbose=False)
+                                                         dynamic=dynamic, device="cpu", verbose=False)
         got = onnx_opset(Path(produced))
         if got != opset:
             raise PipelineInputError(str(weights), "opset", got,
@@ -129,20 +134,18 @@ def inspect_onnx(path: Path, *, imgsz: int, n_classes: int, opset: int | None = 
 
 def to_tensor(boxed_bgr: np.ndarray) -> np.ndarray:
     """Letterboxed HWC uint8 BGR -> (1, 3, H, W) float32 RGB in [0, 1]."""
-    chw = boxed_bgr[..., ::-1].transpose(2, 0, 1)  # BGR -> RGB, HWC -> CHW
-    return np.ascontiguousarray(chw, dtype=np.float32)[None] / 255.0
+    from pipeline.inference.letterbox import to_tensor as batch_tensor
+
+    return batch_tensor(boxed_bgr)
 
 
 def letterboxed_uint8(image: Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """The frame letterboxed to imgsz (HWC uint8 BGR, what `to_tensor` scales), and the frame's (h, w)."""
-    import cv2
-    from ultralytics.data.augment import LetterBox
+    """The frame letterboxed to imgsz x imgsz (HWC uint8 BGR, what `to_tensor` scales), and the frame's (h, w)."""
+    from pipeline.inference.letterbox import letterbox_one
+    from pipeline.inference.prefetch import decode_frame
 
-    bgr = cv2.imread(str(image))
-    if bgr is None:
-        raise PipelineInputError(str(image), "image", None, "check the frame exists and is a readable JPEG/PNG",
-                                 problem="unreadable image")
-    return LetterBox(new_shape=(imgsz, imgsz), auto=False, stride=32)(image=bgr), bgr.shape[:2]
+    bgr = decode_frame(str(image), Path(image))
+    return letterbox_one(bgr, imgsz, auto=False)[0], bgr.shape[:2]
 
 
 def preprocess(image: Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -154,31 +157,33 @@ def preprocess(image: Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
 def decode(raw: np.ndarray, *, imgsz: int, frame_shape: tuple[int, int] | None = None, conf: float = 0.001,
            iou: float = 0.7, max_det: int = 300, person_class: int | None = PERSON_CLASS) -> np.ndarray:
     """Raw (1, 4 + nc, N) output -> (n, 6) x1, y1, x2, y2, conf, class after NMS; boxes in the frame's
-    pixels when `frame_shape` is given (else in the letterboxed input's)."""
-    import torch
-    from ultralytics.utils.nms import non_max_suppression
-    from ultralytics.utils.ops import scale_boxes
+    pixels when `frame_shape` is given (else in the letterboxed input's). The NMS and scaling are the
+    pipeline's one implementation (`pipeline.inference.postprocess`, Ultralytics' rules)."""
+    from pipeline.inference.letterbox import geometry
+    from pipeline.inference.postprocess import postprocess
 
-    prediction = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+    geo = None if frame_shape is None else [geometry(tuple(frame_shape), imgsz, auto=False)]
     classes = None if person_class is None else [person_class]
-    det = non_max_suppression(prediction, conf_thres=conf, iou_thres=iou, classes=classes, max_det=max_det,
-                              max_time_img=10.0)[0]
-    if frame_shape is not None and len(det):
-        det[:, :4] = scale_boxes((imgsz, imgsz), det[:, :4], tuple(frame_shape))
-    return det.numpy()
+    return postprocess(np.asarray(raw, dtype=np.float32)[:1], geo, conf=conf, iou=iou, classes=classes,
+                       max_det=max_det)[0]
 
 
 def torch_raw(model, tensor: np.ndarray) -> np.ndarray:
     """One forward pass of an Ultralytics model (float32, eval) on a preprocessed tensor: raw output0."""
     import torch
 
+    device = next(model.parameters()).device
     with torch.no_grad():
-        out = model(torch.from_numpy(tensor))
-    return (out[0] if isinstance(out, (list, tuple)) else out).numpy()
+        out = model(torch.from_numpy(tensor).to(device))
+    return (out[0] if isinstance(out, (list, tuple)) else out).float().cpu().numpy()
 
 
-def load_torch_model(weights: Path):
-    return ultralytics_yolo()(str(weights)).model.float().eval()
+def load_torch_model(weights: Path, device: str = "cpu"):
+    """The network in float32 eval mode on `device` ("cpu" or a GPU index, the deployment's inference device)."""
+    from pipeline.inference.backends import cuda_index
+
+    index = cuda_index(device)
+    return ultralytics_yolo()(str(weights)).model.float().eval().to("cpu" if index is None else f"cuda:{index}")
 
 
 # --------------------------------------------------------------------------- parity

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -236,29 +235,27 @@ def shadow_report(logs: pd.DataFrame, *, candidate: str, production: str, conf: 
 
 
 def simulate_logs(frames: pd.DataFrame, models: dict[str, tuple[str, int]], *, start: datetime,
-                  period_h: float, conf: float = 0.25, device: str = "cpu") -> pd.DataFrame:
+                  period_h: float, conf: float = 0.25, device: str = "cpu", backend: str = "auto",
+                  cache_dir=None) -> pd.DataFrame:
     """Replay `frames` (frame_key, camera, captured_at, path) through each model (version ->
     (weights, imgsz)) one frame at a time, as the Jetson would, timing each inference. Frames are
-    stamped in capture order, evenly over `period_h` hours from `start`: the declared shadow period."""
-    from pipeline.detector import load_model
+    stamped in capture order, evenly over `period_h` hours from `start`: the declared shadow period.
+    Each model runs on the fastest backend proven against PyTorch on these frames (`pipeline.detector`),
+    with the same per-frame loop as the device runner (`pipeline.shadow_device.shadow_rows`)."""
+    from pipeline.detector import open_pass_detector
+    from pipeline.shadow_device import SIMULATED, Frame, shadow_rows
 
     ordered = frames.sort_values(["captured_at", "camera", "frame_key"]).reset_index(drop=True)
     n = len(ordered)
     step = timedelta(hours=period_h) / max(n - 1, 1)
     stamps = [pd.Timestamp(start) + i * step for i in range(n)]
-    rows = []
-    for version, (weights, imgsz) in models.items():
-        model = load_model(weights)
-        if n:  # the first call builds and fuses the model: not a frame latency
-            model.predict(str(ordered["path"].iloc[0]), imgsz=imgsz, conf=conf, classes=[0], device=device,
-                          verbose=False)
-        for stamp, frame in zip(stamps, ordered.itertuples(index=False)):
-            started = time.perf_counter()
-            result = model.predict(str(frame.path), imgsz=imgsz, conf=conf, classes=[0], device=device,
-                                   verbose=False)[0]
-            latency = (time.perf_counter() - started) * 1000.0
-            rows.append({"timestamp": stamp, "camera": frame.camera, "model_version": version,
-                         "boxes": [[float(v) for v in b] for b in result.boxes.xyxy.tolist()],
-                         "confidences": [float(c) for c in result.boxes.conf.tolist()],
-                         "latency_ms": round(latency, 3), "frame_key": frame.frame_key, "source": "simulated"})
-    return pd.DataFrame(rows, columns=LOG_COLUMNS + ["frame_key", "source"])
+    items = [(str(f.frame_key), str(f.path)) for f in ordered.itertuples(index=False)]
+    detectors = {version: open_pass_detector(weights, items, imgsz=imgsz, conf=conf, device=device, backend=backend,
+                                             cache_dir=cache_dir) for version, (weights, imgsz) in models.items()} \
+        if n else {}
+    replay = [Frame(str(f.frame_key), str(f.camera), stamp, str(f.path))
+              for stamp, f in zip(stamps, ordered.itertuples(index=False))]
+    rows = shadow_rows(detectors, replay, source=SIMULATED) if n else []
+    table = pd.DataFrame(rows, columns=LOG_COLUMNS + ["frame_key", "source"])
+    table.attrs["inference"] = {version: d.record for version, d in detectors.items()}  # backend, parity, fallbacks
+    return table

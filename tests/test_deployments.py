@@ -28,11 +28,13 @@ def test_local_deployment_uses_a_directory_and_no_engine_builder_here(tmp_path):
     resources = resources_for(env={"LBZF_STORAGE_ROOT": str(tmp_path / "store")})
     assert isinstance(resources["store"], LocalArtifactStore)
     assert resources["store"].root == str((tmp_path / "store").resolve())
+    assert resources["base_weights"].allow_untrained is True
     builder = resources["engine_builder"]
-    assert isinstance(builder, UnavailableEngineBuilder)  # no TensorRT and no GPU on this machine
+    if not isinstance(builder, UnavailableEngineBuilder):
+        pytest.skip(f"this host has TensorRT and a GPU ({builder.availability()[1]}): the local deployment builds "
+                    "engines here, so there is no 'unavailable' reason to check")
     available, reason = builder.availability()
     assert not available and "TensorRT" in reason
-    assert resources["base_weights"].allow_untrained is True
 
 
 def test_prod_deployment_loads_with_placeholder_environment():
@@ -137,3 +139,18 @@ def test_training_runs_folder_is_the_trainers_setting(deployment, tmp_path):
     assert trainer.run_dir("stage_b") == tmp_path / "runs" / "stage_b"
     env.pop("LBZF_TRAIN_DIR")
     assert resources_for(deployment, env=env)["trainer"].run_dir("stage_b").name == "stage_b"
+
+
+def test_inference_device_and_backend_come_from_the_deployment(tmp_path):
+    from resources.inference import inference_settings
+
+    local = inference_settings(env={})
+    assert (local.device, local.backend) == ("cpu", "auto")
+    prod = inference_settings(env={"DAGSTER_DEPLOYMENT": "prod"})
+    assert prod.device == "0"  # the GPU worker, never a hard-coded cpu
+    forced = inference_settings(env={"LBZF_INFER_DEVICE": "cuda:1", "LBZF_INFER_BACKEND": "ONNXRuntime",
+                                     "LBZF_INFER_CACHE": str(tmp_path)})
+    assert (forced.device, forced.backend, forced.cache_dir) == ("cuda:1", "onnxruntime", tmp_path)
+    for name, value in (("LBZF_INFER_BACKEND", "openvino"), ("LBZF_INFER_DEVICE", "gpu-please")):
+        with pytest.raises(PipelineInputError, match=name):
+            inference_settings(env={name: value})

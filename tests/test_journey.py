@@ -68,7 +68,7 @@ class Plant:
 
     def jetson_uploads_shadow_logs(self, log_dir: Path, version: str) -> list[str]:
         keys = []
-        for path in sorted(log_dir.iterdir()):
+        for path in sorted(log_dir.glob("*.jsonl")):
             key = f"shadow/{version}/logs/{path.name}"
             self.uploads.write_bytes(key, path.read_bytes())
             keys.append(key)
@@ -128,15 +128,19 @@ def _json(root: Path, key: str) -> dict:
 # --------------------------------------------------------------------------- the Jetson's shadow mode
 
 
-def run_on_device(plant: Plant, store_root: Path, *, candidate: tuple[str, Path], production: tuple[str, Path],
-                  days: tuple[str, ...], out: Path, clips: int | None = None) -> list[str]:
-    """The device-side runner on the line's cameras (the clips of `days`), ONNX Runtime on CPU, both
-    models on every frame; then the Jetson uploads its logs."""
-    from pipeline.shadow_device import run_shadow
+def run_on_device(plant: Plant, *, candidate: tuple[str, Path], production: tuple[str, Path],
+                  days: tuple[str, ...], out: Path, imgsz: int) -> list[str]:
+    """`python -m pipeline.shadow_device` on the Jetson, once per recorded clip of the line's cameras
+    (ONNX Runtime on CPU here), both models on every frame; then the Jetson uploads its logs."""
+    from pipeline.shadow_device import main as shadow_device
 
-    chosen = plant.clips(days)[:clips] if clips else plant.clips(days)
-    out.mkdir(parents=True, exist_ok=True)
-    run_shadow(candidate=candidate, production=production, videos=chosen, out_dir=out, every_s=10.0)
+    for clip in plant.clips(days):
+        camera, day, name = clip.parts[-3], clip.parts[-2], clip.stem
+        start = f"{day}T{name[:2]}:{name[2:4]}:{name[4:6]}Z"  # buffer clips are named by their start time
+        shadow_device(["--production", str(production[1]), "--production-version", production[0],
+                       "--candidate", str(candidate[1]), "--candidate-version", candidate[0],
+                       "--video", str(clip), "--start", start, "--every-s", "10", "--camera", camera,
+                       "--out", str(out), "--imgsz", str(imgsz), "--device", "cpu"])
     return plant.jetson_uploads_shadow_logs(out, candidate[0])
 
 
@@ -219,8 +223,8 @@ def journey(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> dic
     v0 = _onnx(store_root, "models/yolov8n_lbzf_v0/yolov8n_lbzf_v0.onnx", onnx_dir)
     stage_a_weights = _json(store_root, "reports/stage_a/stage_a_report.json")["weights"]
     offshelf = _onnx(store_root, "", onnx_dir / "offshelf", weights_key=stage_a_weights["key"], imgsz=320)
-    seen["v0_logs"] = run_on_device(plant, store_root, candidate=("v0", v0), production=("off-shelf", offshelf),
-                                    days=JULY, out=base / "device_v0")
+    seen["v0_logs"] = run_on_device(plant, candidate=("v0", v0), production=("off-shelf", offshelf), days=JULY,
+                                    out=base / "device_v0", imgsz=320)
     launched = daemon.launch("launch_job", run_config={"ops": {"v0_launch": {"config": DEMO_GATE}}})
     seen["v0_shadow"] = _meta(launched, "v0_shadow_report")
     seen["v0_launch"] = _meta(launched, "v0_launch")
@@ -242,8 +246,8 @@ def journey(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> dic
     seen["v0.1_first_decision"] = _meta(resumed, "production_model")
     # v0.1 runs in shadow on the Jetson (its ONNX from candidate_model) beside v0; the operator re-runs the gate
     v01 = _onnx(store_root, "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.onnx", onnx_dir)
-    run_on_device(plant, store_root, candidate=("v0.1", v01), production=("v0", v0), days=AUGUST,
-                  out=base / "device_v0.1")
+    run_on_device(plant, candidate=("v0.1", v01), production=("v0", v0), days=AUGUST, out=base / "device_v0.1",
+                  imgsz=160)
     gate = daemon.launch("retraining_resume_job", selection=["shadow_report", "production_model"],
                          partition_key="2026-07-01", run_config=cycle)
     seen["v0.1_shadow"] = _meta(gate, "shadow_report")
@@ -258,8 +262,8 @@ def journey(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module) -> dic
     daemon.tick("annotation_exports_sensor")
     daemon.tick("hard_example_labels_sensor", run_config=cycle)
     v02 = _onnx(store_root, "models/yolov8n_lbzf_v0.2/yolov8n_lbzf_v0.2.onnx", onnx_dir)
-    run_on_device(plant, store_root, candidate=("v0.2", v02), production=("v0.1", v01), days=AUGUST[1:],
-                  out=base / "device_v0.2")
+    run_on_device(plant, candidate=("v0.2", v02), production=("v0.1", v01), days=AUGUST[1:],
+                  out=base / "device_v0.2", imgsz=160)
     gate = daemon.launch("retraining_resume_job", selection=["shadow_report", "production_model"],
                          partition_key="2026-08-01", run_config=cycle)
     seen["v0.2_decision"] = _meta(gate, "production_model")
