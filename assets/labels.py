@@ -202,7 +202,12 @@ def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, s
     videos = read_video_manifest(store)[["video_id", "operation", "camera", "recorded_day", "post_install"]]
     frames = labelled_frames(store)
     check_unique_sources(frames, keys.VIDEO_MANIFEST)
-    photos = frames.loc[frames["source"] == "photos", ["video_id"]].drop_duplicates()
+    # Every unit comes from the sources (the manifest, every plant photo), not from what is labelled so
+    # far: a second labelling wave adds frames to the split without moving any earlier frame.
+    labelled_photos = frames.loc[frames["source"] == "photos", ["video_id"]]
+    all_photos = read_parquet(store, keys.PHOTOS_MANIFEST)[["video_id"]] if store.exists(keys.PHOTOS_MANIFEST) \
+        else labelled_photos
+    photos = pd.concat([all_photos, labelled_photos]).astype(str).drop_duplicates().sort_values("video_id")
     units = pd.concat([videos, photos.assign(operation="plant photo", camera="photo",
                                              recorded_day=photos["video_id"], post_install=False)], ignore_index=True)
     assignment = assign_splits(units, settings)

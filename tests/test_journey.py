@@ -44,7 +44,8 @@ class Plant:
 
     def _copy(self, prefix: str) -> list[str]:
         copied = []
-        for path in sorted((self.world / prefix).rglob("*")):
+        start = self.world / prefix
+        for path in [start] if start.is_file() else sorted(start.rglob("*")):
             if path.is_file():
                 key = path.relative_to(self.world).as_posix()
                 self.uploads.write_bytes(key, path.read_bytes())
