@@ -9,18 +9,17 @@ from pathlib import Path
 import pandas as pd
 
 from assets.common import read_parquet
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, read_split
 from pipeline import keys
-from pipeline.engine_validation import compare_engine, predictions_table
+from pipeline.engine_validation import VALIDATION_SPLIT, compare_engine, predictions_table, validation_frames
 from pipeline.errors import PipelineInputError
 from pipeline.export import DEFAULT_OPSET, decode, export_onnx, inspect_onnx, load_torch_model, parity, preprocess, \
     torch_raw
 from pipeline.hashing import sha256_file
+from pipeline.labels import primary_labels
 from resources.engine import EngineBuilder, EngineBuildError
 from resources.inference import inference_settings
 from resources.storage import ArtifactStore
-
-VALIDATION_SPLIT = "val"
 
 
 def checked_onnx(store: ArtifactStore, weights: Path, model: keys.ModelKeys, *, version: str, imgsz: int,
@@ -57,13 +56,7 @@ def validation_set(store: ArtifactStore, n: int) -> tuple[list[str], pd.DataFram
     if not store.exists(IMAGES_KEY) or not store.exists(ANNOTATIONS_KEY):
         return [], pd.DataFrame(columns=["frame_key", "x1", "y1", "x2", "y2"])
     chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
-    labelled = set(chosen["frame_key"])
-    pool = sorted(k for k in split.loc[split["split"] == VALIDATION_SPLIT, "frame_key"] if k in labelled)
-    if len(pool) > n:
-        step = len(pool) / n
-        pool = [pool[int(i * step)] for i in range(n)]
-    boxes = boxes[boxes["frame_key"].isin(set(pool)) & (boxes["class_name"] == "person")]
-    return pool, boxes[["frame_key", "x1", "y1", "x2", "y2"]].reset_index(drop=True)
+    return validation_frames(split, chosen, boxes, n)
 
 
 def validate_engine(log, store: ArtifactStore, builder: EngineBuilder, weights: Path | Exception, imgsz: int,

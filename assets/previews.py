@@ -17,6 +17,7 @@ from pipeline.errors import PipelineInputError
 from pipeline.explanations import explain
 from pipeline.hashing import sha256_file
 from pipeline.preview import render_preview, ultralytics_detector
+from pipeline.retraining import candidate_weights, month_candidate
 from pipeline.weights import check_weights, fetch_weights
 from resources.storage import ArtifactStore
 
@@ -58,22 +59,18 @@ def _model_weights(store: ArtifactStore, config: PreviewConfig, folder: Path) ->
             check_weights(store, path, recorded_by=keys.SELECTED_MODEL, expected_sha256=selected["sha256"])
         return selected["model"], path, int(selected.get("imgsz") or 640)
     if config.model == "production":
-        from assets.retraining import _production_weights
-
         entry = registry.production(store)
         if entry is None:
             raise registry.RegistryError(registry.PRODUCTION_KEY, "production", None, "run training_job first",
                                          problem="no production model")
-        return str(entry["version"]), _production_weights(store, entry, folder), int(entry.get("imgsz") or 640)
+        return str(entry["version"]), registry.fetch_entry_weights(store, entry, folder), int(entry.get("imgsz") or 640)
     if config.model == "candidate":
-        from assets.retraining import _candidate_weights, _month_candidate, candidate_pointer_key
-
-        if not config.month or not store.exists(candidate_pointer_key(config.month)):
+        if not config.month or not store.exists(keys.month_keys(config.month).candidate_pointer):
             raise PipelineInputError("preview config", "month", config.month,
                                      "name a month whose candidate_model has run (its partition key, e.g. 2026-07-01)",
                                      problem="no candidate for this month")
-        card = _month_candidate(store, config.month)
-        return card["version"], _candidate_weights(store, card, folder / "candidate.pt"), int(card["imgsz"])
+        card = month_candidate(store, config.month)
+        return card["version"], candidate_weights(store, card, folder / "candidate.pt"), int(card["imgsz"])
     raise PipelineInputError("preview config", "model", config.model, f"use one of {list(MODELS)}",
                              problem="unknown model")
 

@@ -21,7 +21,7 @@ import pandas as pd
 from assets.buffer import hard_examples
 from assets.common import (RecipeConfig, config_from, load_frame_manifests, md_table, read_parquet, to_settings,
                            write_parquet)
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, read_split
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
 from assets.engine_checks import checked_onnx, validate_engine
@@ -35,7 +35,11 @@ from pipeline.train_runs import archive_run
 from pipeline.engine_validation import DEFAULT_DELTA
 from resources.inference import inference_settings
 from pipeline.hashing import sha256_bytes, sha256_file
+from pipeline.labels import primary_labels
 from pipeline.paired import paired_difference
+from pipeline.retraining import (LABEL_TABLE_COLUMNS, all_hard_labels, candidate_split, candidate_weights,
+                                 comparison_frames, hard_label_keys, held_out_buffer_frames, month_candidate,
+                                 month_parent, task_name)
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
 from pipeline.shadow import SIMULATED_FILE, check_simulation_allowed, load_logs, \
     shadow_report as make_shadow_report, shadow_words, simulate_logs, simulated_warning, to_parquet_bytes
@@ -43,24 +47,18 @@ from resources.shadow_policy import ShadowPolicy
 from pipeline.split import split_csv
 from pipeline.model_record import ModelRecord
 from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
-                                 dataset_name, is_version, model_name)
-from pipeline.weights import fetch_weights, publish_weights
+                                 dataset_name, model_name)
+from pipeline.weights import publish_weights
 from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
 from resources.engine import EngineBuilder
 from resources.storage import ArtifactStore
 from resources.trainer import Trainer
 
 RETRAINING_PREFIX = keys.RETRAINING_PREFIX
-LABEL_TABLE_COLUMNS = ["frame_key", "video_id", "camera", "day", "group", "split", "reason", "n_boxes", "width",
-                       "height", "annotator", "month"]
 
 
 def _month(context) -> str:
     return context.partition_key[:7]
-
-
-def task_name(month: str) -> str:
-    return f"hard_examples_{month}"
 
 
 def labels_key(month: str) -> str:
@@ -84,11 +82,6 @@ def _write_json(store: ArtifactStore, key: str, doc) -> str:
 def _run_id(context) -> str:
     """The run that started this work (a retry of a crashed run keeps its root's id)."""
     return context.run.root_run_id or context.run_id
-
-
-def _month_candidate(store: ArtifactStore, month: str) -> dict:
-    pointer = _json(store, candidate_pointer_key(month))
-    return _json(store, keys.version_keys(pointer["version"]).model_card)
 
 
 # --------------------------------------------------------------------------- hard_example_labels
@@ -166,47 +159,10 @@ class CandidateConfig(RecipeConfig):
     """The production recipe (the plan's, by default)."""
 
 
-def all_hard_labels(store: ArtifactStore, up_to_month: str) -> pd.DataFrame:
+def _hard_labels(store: ArtifactStore, up_to_month: str) -> pd.DataFrame:
     """Every month's labelled hard examples up to and including `up_to_month`."""
-    tables = [read_parquet(store, i.key) for i in store.list_keys(RETRAINING_PREFIX)
-              if (keys.hard_labels_month(i.key) or "9999") <= up_to_month]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LABEL_TABLE_COLUMNS)
-
-
-def candidate_split(base: pd.DataFrame, hard: pd.DataFrame) -> pd.DataFrame:
-    """The candidate's split table: every v0 row unchanged (the frozen test split stays frozen) plus
-    the hard examples (train or held_out), in the columns of dataset_split_v0.csv."""
-    rows = hard.assign(operation="hard example " + hard["month"], recorded_day=hard["day"])
-    columns = ["frame_key", "video_id", "operation", "camera", "recorded_day", "group", "split"]
-    return pd.concat([base[columns], rows[columns]], ignore_index=True)
-
-
-def _production_weights(store: ArtifactStore, entry: dict, folder: Path) -> Path:
-    return registry.fetch_entry_weights(store, entry, folder)
-
-
-def _candidate_weights(store: ArtifactStore, card: dict, target: Path) -> Path:
-    """The candidate's `.pt`, checked against its model card and the allow-list before it is unpickled."""
-    return fetch_weights(store, card["weights_key"], target, expected_sha256=card.get("weights_sha256"),
-                         recorded_by=keys.version_keys(card["version"]).model_card)
-
-
-def _card_month(store: ArtifactStore, version) -> str | None:
-    key = keys.version_keys(str(version)).model_card if version and is_version(str(version)) else None
-    return _json(store, key).get("month") if key and store.exists(key) else None
-
-
-def month_parent(store: ArtifactStore, month: str) -> dict | None:
-    """The production model the month's candidate is trained from and compared with: current
-    production, unless that is itself a candidate of this month or a later one (the month is being
-    re-run after its promotion): then the production entry before it."""
-    current = registry.production(store)
-    if current is None or (_card_month(store, current.get("version")) or "") < month:
-        return current
-    for entry in reversed(registry.history(store)):
-        if entry.get("action") in ("promote", "bootstrap") and (_card_month(store, entry.get("version")) or "") < month:
-            return entry
-    return current
+    found = hard_label_keys((i.key for i in store.list_keys(RETRAINING_PREFIX)), up_to_month)
+    return all_hard_labels([read_parquet(store, key) for key in found])
 
 
 @dg.asset(partitions_def=monthly_partitions, deps=[hard_example_labels], group_name="retraining",
@@ -223,7 +179,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                                      "run training_job first: Stage B selects the first production model",
                                      problem="no production model")
     base = read_split(store)
-    hard = all_hard_labels(store, month)
+    hard = _hard_labels(store, month)
     table = candidate_split(base, hard)
     train = table[table["split"] == TRAIN]
     val = table[table["split"] == "val"]
@@ -239,7 +195,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                                      "re-import the annotations (annotations_job)",
                                      problem=f"{len(missing)} training frames have no labels")
     with tempfile.TemporaryDirectory(prefix="lbzf-candidate-") as tmp:
-        parent = _production_weights(store, production, Path(tmp))
+        parent = registry.fetch_entry_weights(store, production, Path(tmp))
         parent_sha = sha256_file(parent)
         identity = candidate_identity(month=month, parent_sha256=parent_sha, split_sha256=split_sha,
                                       recipe=recipe.train_args())
@@ -327,26 +283,6 @@ class ComparisonConfig(dg.Config):
     seed: int = 0
 
 
-def _weights_local(store: ArtifactStore, entry: dict, folder: Path) -> Path:
-    return _production_weights(store, entry, folder)
-
-
-def comparison_frames(store: ArtifactStore, month: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Frames (frame_key, video_id, operation, camera, subset) to compare on, and their person boxes."""
-    split = read_split(store)
-    frames = [split.loc[split["split"] == s, ["frame_key", "video_id", "operation", "camera"]].assign(subset=s)
-              for s in ("test", "deployment_test")]
-    if store.exists(labels_key(month)):
-        hard = read_parquet(store, labels_key(month))
-        frames.append(hard.assign(operation="hard example", subset=hard["split"].map(
-            {HELD_OUT: "hard_held_out", TRAIN: "hard_trained"}))[["frame_key", "video_id", "operation", "camera",
-                                                                 "subset"]])
-    table = pd.concat(frames, ignore_index=True)
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
-    table = table[table["frame_key"].isin(set(chosen["frame_key"]))].reset_index(drop=True)
-    return table, boxes[boxes["frame_key"].isin(set(table["frame_key"])) & (boxes["class_name"] == "person")]
-
-
 @dg.asset(partitions_def=monthly_partitions, deps=[candidate_model], group_name="retraining", kinds={"json"})
 def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonConfig,
                          store: ArtifactStore) -> dg.MaterializeResult:
@@ -354,13 +290,15 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     the month's labelled hard examples (held out; trained-on ones shown, not gated). Paired bootstrap
     by video of the recall and best-confidence differences (candidate - production)."""
     month = _month(context)
-    card = _month_candidate(store, month)
+    card = month_candidate(store, month)
     production = month_parent(store, month)
-    frames, gt = comparison_frames(store, month)
+    month_hard = read_parquet(store, labels_key(month)) if store.exists(labels_key(month)) else None
+    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
+    frames, gt = comparison_frames(read_split(store), month_hard, chosen, boxes)
     preds, inference = {}, {}
     with tempfile.TemporaryDirectory(prefix="lbzf-compare-") as tmp:
-        prod_weights = _weights_local(store, production, Path(tmp))
-        cand_weights = _candidate_weights(store, card, Path(tmp) / "candidate.pt")
+        prod_weights = registry.fetch_entry_weights(store, production, Path(tmp))
+        cand_weights = candidate_weights(store, card, Path(tmp) / "candidate.pt")
         for role, weights, own in (("production", prod_weights, production.get("imgsz") or 640),
                                    ("candidate", cand_weights, card["imgsz"])):
             preds[role], timing = detect(store, str(weights), frames, config.imgsz or int(own))
@@ -423,29 +361,6 @@ class ShadowConfig(dg.Config):
     iou_threshold: float = 0.5
 
 
-def held_out_buffer_frames(store: ArtifactStore, month: str, exclude_within_s: float) -> pd.DataFrame:
-    """Buffer frames of the month (frame_key, video_id, camera, captured_at) that no trained hard
-    example shows: nothing within `exclude_within_s` of one on the same clip."""
-    frames = load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX)
-    if frames.empty:
-        return frames.assign(camera=[], captured_at=[])
-    parts = frames["frame_key"].str.split("/")
-    frames = frames.assign(camera=parts.str[2], day=parts.str[3], clip=parts.str[4])
-    frames = frames[frames["day"].str.startswith(month)].copy()
-    frames["captured_at"] = pd.to_datetime(frames["day"] + " " + frames["clip"].str[:2] + ":" +
-                                           frames["clip"].str[2:4] + ":" + frames["clip"].str[4:6], utc=True) + \
-        pd.to_timedelta(frames["actual_s"], unit="s")
-    hard = all_hard_labels(store, month)
-    trained = hard[hard["split"] == TRAIN]
-    if len(trained):
-        manifests = load_frame_manifests(store, keys.HARD_FRAMES_PREFIX)
-        trained = manifests[manifests["frame_key"].isin(set(trained["frame_key"]))]
-        near = frames.merge(trained[["video_id", "actual_s"]], on="video_id", suffixes=("", "_hard"))
-        near = near[(near["actual_s"] - near["actual_s_hard"]).abs() < exclude_within_s]
-        frames = frames[~frames["frame_key"].isin(set(near["frame_key"]))]
-    return frames.sort_values("captured_at").reset_index(drop=True)
-
-
 def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: EngineBuilder, card: dict) -> dict:
     """Production path: build the candidate's TensorRT engine on the Jetson and deploy it in shadow
     mode. Where no engine can be built (a laptop) it says so and the shadow run is simulated."""
@@ -477,7 +392,7 @@ def _candidate_onnx(store: ArtifactStore, card: dict, folder: Path, frame_keys: 
         meta = _json(store, where.onnx_meta)
         if meta.get("source_sha256") == card["weights_sha256"]:
             return meta
-    weights = _candidate_weights(store, card, folder / "onnx" / f"{card['model']}.pt")
+    weights = candidate_weights(store, card, folder / "onnx" / f"{card['model']}.pt")
     return checked_onnx(store, weights, where, version=card["version"], imgsz=int(card["imgsz"]), n_classes=1,
                         frame_keys=frame_keys, folder=folder / "onnx", source_sha256=card["weights_sha256"],
                         require_parity=True)
@@ -501,7 +416,7 @@ def _engine_files(context, store: ArtifactStore, engine_builder: EngineBuilder, 
         built = engine_builder.build(onnx_path, folder / "out", engine_name=name)
         if not built.built:
             raise RuntimeError(f"engine for {version} not built: {built.reason}")
-        weights = _candidate_weights(store, card, folder / f"{name}.pt")
+        weights = candidate_weights(store, card, folder / f"{name}.pt")
         validation = validate_engine(context.log, store, engine_builder, weights, int(card["imgsz"]),
                                      Path(built.engine_path), folder, frames=16, iterations=10, delta=DEFAULT_DELTA)
         sidecar = (json.loads(Path(built.metadata_path).read_text()) if built.metadata_path and
@@ -524,7 +439,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     shadow/<version>/logs/; with simulate: true, replays held-out buffer frames through both models
     to write those logs first."""
     month = _month(context)
-    card = _month_candidate(store, month)
+    card = month_candidate(store, month)
     production = month_parent(store, month)
     version = card["version"]
     prefix = keys.shadow_logs_prefix(version)
@@ -536,7 +451,9 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     if config.simulate and device_files:
         context.log.warning(f"{len(device_files)} device log file(s) under {prefix}: not simulating")
     elif config.simulate:
-        frames = held_out_buffer_frames(store, month, config.exclude_within_s)
+        frames = held_out_buffer_frames(load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX),
+                                        _hard_labels(store, month), load_frame_manifests(store, keys.HARD_FRAMES_PREFIX),
+                                        month, config.exclude_within_s)
         if len(frames) > config.max_frames:
             frames = frames.iloc[[round(i * (len(frames) - 1) / (config.max_frames - 1))
                                   for i in range(config.max_frames)]]
@@ -545,8 +462,8 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
             for key in frames["frame_key"]:
                 paths.append(Path(tmp) / keys.package_file_name(key))
                 store.download_file(key, paths[-1])
-            prod_weights = _production_weights(store, production, Path(tmp))
-            cand_weights = _candidate_weights(store, card, Path(tmp) / "candidate.pt")
+            prod_weights = registry.fetch_entry_weights(store, production, Path(tmp))
+            cand_weights = candidate_weights(store, card, Path(tmp) / "candidate.pt")
             start = datetime.now(timezone.utc).replace(microsecond=0)
             logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
                                  {version: (str(cand_weights), int(card["imgsz"])),
@@ -633,7 +550,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     Jetson's production slot) only when the comparison and the shadow run pass and the shadow period
     was long enough. Otherwise production is unchanged and every reason is listed."""
     month = _month(context)
-    card = _with_engine(store, _month_candidate(store, month))
+    card = _with_engine(store, month_candidate(store, month))
     version = card["version"]
     before = registry.production(store)
     comparison_key = keys.version_keys(version).report("comparison")
