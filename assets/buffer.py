@@ -3,7 +3,8 @@
 
 import dagster as dg
 
-from assets.common import extract_to_store, write_parquet
+from assets.common import extract_to_store
+from assets.store_io import write_parquet
 from orchestration.partitions import buffer_clip_partitions
 from pipeline import keys
 from pipeline.frames import probe_video

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from assets.common import read_parquet
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, read_split
+from assets.store_io import read_primary_labels, read_split
 from pipeline import keys
 from pipeline.engine_validation import VALIDATION_SPLIT, compare_engine, predictions_table, validation_frames
 from pipeline.errors import PipelineInputError
 from pipeline.export import DEFAULT_OPSET, decode, export_onnx, inspect_onnx, load_torch_model, parity, preprocess, \
     torch_raw
 from pipeline.hashing import sha256_file
-from pipeline.labels import primary_labels
 from resources.engine import EngineBuilder, EngineBuildError
 from resources.inference import inference_settings
 from resources.storage import ArtifactStore
@@ -53,9 +51,9 @@ def checked_onnx(store: ArtifactStore, weights: Path, model: keys.ModelKeys, *, 
 def validation_set(store: ArtifactStore, n: int) -> tuple[list[str], pd.DataFrame]:
     """Up to n labelled frames of the val split (evenly spread over the sorted keys) and their person boxes."""
     split = read_split(store)
-    if not store.exists(IMAGES_KEY) or not store.exists(ANNOTATIONS_KEY):
+    if not store.exists(keys.ANNOTATION_IMAGES) or not store.exists(keys.ANNOTATIONS):
         return [], pd.DataFrame(columns=["frame_key", "x1", "y1", "x2", "y2"])
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
+    chosen, boxes = read_primary_labels(store)
     return validation_frames(split, chosen, boxes, n)
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import load_frame_manifests, md_table, read_parquet, write_parquet
-from assets.footage import plant_photo_frames, read_video_manifest, stage_a_sample, video_frames, video_manifest
+from assets.common import md_table
+from assets.footage import plant_photo_frames, stage_a_sample, video_frames, video_manifest
+from assets.store_io import load_frame_manifests, read_parquet, read_split, read_video_manifest, write_parquet
 from pipeline import keys
 from pipeline.agreement import box_agreement
 from pipeline.cvat import LabelMapping, read_export
@@ -192,13 +193,6 @@ def _store_split_revision(context, store: ArtifactStore, data: bytes, digest: st
     if latest["revision"] > 1:
         context.log.warning(f"dataset split {DATA_VERSION} re-made (revision {latest['revision']}): {latest['why']}")
     return {**latest, **frozen}
-
-
-def read_split(store: ArtifactStore) -> pd.DataFrame:
-    import io
-
-    return pd.read_csv(io.BytesIO(store.read_bytes(keys.split_key(DATA_VERSION))), dtype={"recorded_day": str, "video_id": str,
-                                                                         "camera": str, "group": str})
 
 
 @dg.asset_check(asset=dataset_split, blocking=True, description="No video or camera-day in two splits")

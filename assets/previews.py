@@ -8,9 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import write_parquet
-from assets.footage import read_video_manifest
 from assets.plots import image_md
+from assets.store_io import read_selected, read_video_manifest, write_parquet
 from pipeline import keys, registry
 from pipeline.detector import load_model
 from pipeline.errors import PipelineInputError
@@ -50,7 +49,7 @@ def _choose_video(store: ArtifactStore, video_id: str) -> pd.Series:
 def _model_weights(store: ArtifactStore, config: PreviewConfig, folder: Path) -> tuple[str, Path, int]:
     """(label, checked local weights, image size) of the chosen model."""
     if config.model == "selected":
-        selected = json.loads(store.read_bytes(keys.SELECTED_MODEL))
+        selected = read_selected(store)
         if selected.get("key"):
             path = fetch_weights(store, selected["key"], folder / Path(selected["key"]).name,
                                  expected_sha256=selected["sha256"], recorded_by=keys.SELECTED_MODEL)

@@ -19,13 +19,14 @@ import dagster as dg
 import pandas as pd
 
 from assets.buffer import buffer_footage
-from assets.common import (RecipeConfig, config_from, extract_to_store, load_frame_manifests, md_table, read_parquet,
-                           to_settings, write_package, write_parquet)
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, read_split
+from assets.common import RecipeConfig, config_from, extract_to_store, md_table, to_settings, write_package
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
 from assets.engine_checks import checked_onnx, validate_engine
 from assets.plots import confusion_figure
+from assets.store_io import (load_frame_manifests, read_json, read_parquet, read_primary_labels, read_split,
+                             write_json, write_parquet)
 from pipeline import keys, registry
 from pipeline.coco_map import average_precision
 from pipeline.confusion import confusion_matrix
@@ -71,16 +72,6 @@ def labels_key(month: str) -> str:
 
 def candidate_pointer_key(month: str) -> str:
     return keys.month_keys(month).candidate_pointer
-
-
-def _json(store: ArtifactStore, key: str):
-    return json.loads(store.read_bytes(key))
-
-
-def _write_json(store: ArtifactStore, key: str, doc) -> str:
-    data = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
-    store.write_bytes(key, data)
-    return sha256_bytes(data)
 
 
 def _run_id(context) -> str:
@@ -248,7 +239,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     check_training_set(val, base, version=f"for {month}", role="validation")
     split_bytes, split_sha = split_csv(table)
     recipe = config.recipe()
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
+    chosen, boxes = read_primary_labels(store)
     rows = pd.concat([train, val]).merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
     missing = sorted(set(train["frame_key"]) - set(rows["frame_key"]))
     if missing:
@@ -265,9 +256,9 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
         store.write_if_absent_or_same(keys.split_key(version), split_bytes)
         card_key = keys.version_keys(version).model_card
         trained = False
-        if store.exists(card_key) and _json(store, card_key)["identity"] == identity and \
+        if store.exists(card_key) and read_json(store, card_key)["identity"] == identity and \
                 store.exists(keys.weights_key(version)):
-            card = _json(store, card_key)
+            card = read_json(store, card_key)
             context.log.info(f"{version} was already trained from these inputs: reusing it")
         else:
             root = Path(tmp) / "dataset"
@@ -305,11 +296,11 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                     "train_frames": {"v0": int((~train["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX)).sum()),
                                      "hard_examples": int(train["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).sum())},
                     "hard_example_months": sorted(hard["month"].unique().tolist()) if len(hard) else []}
-            _write_json(store, card_key, card)
+            write_json(store, card_key, card)
             write_parquet(store, keys.version_keys(version).train_curves, pd.DataFrame(result.curves))
             trained = True
         onnx = _candidate_onnx(store, card, Path(tmp), rows["frame_key"].head(8).tolist())
-    _write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
+    write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
     per_split = table.assign(source=table["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).map(
         {True: "hard examples", False: "v0"})).groupby(["split", "source"]).size().rename("frames").reset_index()
     return dg.MaterializeResult(metadata={
@@ -354,7 +345,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     card = month_candidate(store, month)
     production = month_parent(store, month)
     month_hard = read_parquet(store, labels_key(month)) if store.exists(labels_key(month)) else None
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
+    chosen, boxes = read_primary_labels(store)
     frames, gt = comparison_frames(read_split(store), month_hard, chosen, boxes)
     preds, inference = {}, {}
     with tempfile.TemporaryDirectory(prefix="lbzf-compare-") as tmp:
@@ -399,7 +390,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
               production.get("weights_sha256"), "subsets": subsets, "n_boot": config.n_boot, "seed": config.seed,
               "iou_threshold": config.iou_threshold, "cluster": "video_id", "inference": inference}
     key = keys.version_keys(card["version"]).report("comparison")
-    digest = _write_json(store, key, report)
+    digest = write_json(store, key, report)
     table = pd.DataFrame(rows)
     return dg.MaterializeResult(metadata={
         "candidate": card["version"], "production": str(production.get("version")),
@@ -450,7 +441,7 @@ def _candidate_onnx(store: ArtifactStore, card: dict, folder: Path, frame_keys: 
     disagrees with PyTorch). Made once; the device's shadow runner and the engine build start from it."""
     where = keys.version_keys(card["version"])
     if store.exists(where.onnx_meta) and store.exists(where.onnx):
-        meta = _json(store, where.onnx_meta)
+        meta = read_json(store, where.onnx_meta)
         if meta.get("source_sha256") == card["weights_sha256"]:
             return meta
     weights = candidate_weights(store, card, folder / "onnx" / f"{card['model']}.pt")
@@ -470,7 +461,7 @@ def _engine_files(context, store: ArtifactStore, engine_builder: EngineBuilder, 
     if not store.exists(key):
         onnx_path = folder / f"{name}.onnx"
         store.download_file(where.onnx, onnx_path)
-        if sha256_file(onnx_path) != _json(store, where.onnx_meta)["onnx_sha256"]:
+        if sha256_file(onnx_path) != read_json(store, where.onnx_meta)["onnx_sha256"]:
             raise registry.RegistryError(where.onnx, "onnx_sha256", sha256_file(onnx_path),
                                          "re-run candidate_model: it exports and checks the candidate's ONNX",
                                          problem="ONNX differs from its parity record")
@@ -544,7 +535,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     report.update({"logs_prefix": prefix, "log_files": files, "source": source, "deployment": deployment,
                    **simulated})
     key = keys.version_keys(version).report("shadow_report")
-    digest = _write_json(store, key, report)
+    digest = write_json(store, key, report)
     per_camera = pd.DataFrame(report["per_camera"])
     if not files:
         context.log.warning(f"no shadow logs for {version} under {prefix}")
@@ -616,8 +607,8 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     before = registry.production(store)
     comparison_key = keys.version_keys(version).report("comparison")
     shadow_key = keys.version_keys(version).report("shadow_report")
-    comparison = _json(store, comparison_key) if store.exists(comparison_key) else None
-    shadow = _json(store, shadow_key) if store.exists(shadow_key) else None
+    comparison = read_json(store, comparison_key) if store.exists(comparison_key) else None
+    shadow = read_json(store, shadow_key) if store.exists(shadow_key) else None
     thresholds = replace(config.thresholds(), allow_simulated_shadow=shadow_policy.allow_simulated)
     decision = decide_promotion(comparison, shadow, thresholds, rolled_back_entry=registry.rolled_back(store, version),
                       candidate=version, production=str((before or {}).get("version")))
@@ -638,7 +629,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
               "thresholds": thresholds.to_dict(), "production_before": (before or {}).get("version"),
               "production_after": (after or {}).get("version"), "run_id": context.run_id,
               "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "deployment": deployment}
-    _write_json(store, keys.version_keys(version).report("promotion"), record)
+    write_json(store, keys.version_keys(version).report("promotion"), record)
     metadata = {"decision": outcome, "candidate": version, "production_before": str(record["production_before"]),
                 "production_after": str(record["production_after"]), "changed": changed,
                 "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or

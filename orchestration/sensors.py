@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from assets.buffer import clip_partition_key
-from assets.common import read_parquet
+from assets.store_io import read_parquet
 from orchestration.partitions import buffer_clip_partitions
 from pipeline import keys
 from pipeline.buffer_listing import Backfill, BufferCursor, scan
