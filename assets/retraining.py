@@ -19,11 +19,11 @@ import dagster as dg
 import pandas as pd
 
 from assets.buffer import buffer_footage
+from assets.candidate_engine import candidate_onnx, deploy_candidate_to_shadow, deploy_production_engine, with_engine
 from assets.common import RecipeConfig, config_from, extract_to_store, md_table, to_settings, write_package
 from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
-from assets.engine_checks import checked_onnx, validate_engine
 from assets.plots import confusion_figure
 from assets.store_io import (load_frame_manifests, read_json, read_parquet, read_primary_labels, read_split,
                              write_json, write_parquet)
@@ -36,7 +36,6 @@ from pipeline.explanations import explain
 from pipeline.frames import probe_video
 from pipeline.hard_examples import HardExampleSampling, attach_clips, clip_table, sample
 from pipeline.train_runs import archive_run
-from pipeline.engine_validation import DEFAULT_DELTA
 from resources.inference import inference_settings
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.labels import primary_labels
@@ -299,7 +298,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             write_json(store, card_key, card)
             write_parquet(store, keys.version_keys(version).train_curves, pd.DataFrame(result.curves))
             trained = True
-        onnx = _candidate_onnx(store, card, Path(tmp), rows["frame_key"].head(8).tolist())
+        onnx = candidate_onnx(store, card, Path(tmp), rows["frame_key"].head(8).tolist())
     write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
     per_split = table.assign(source=table["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).map(
         {True: "hard examples", False: "v0"})).groupby(["split", "source"]).size().rename("frames").reset_index()
@@ -413,76 +412,6 @@ class ShadowConfig(dg.Config):
     iou_threshold: float = 0.5
 
 
-def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: EngineBuilder, card: dict) -> dict:
-    """Production path: build the candidate's TensorRT engine on the Jetson and deploy it in shadow
-    mode. Where no engine can be built (a laptop) it says so and the shadow run is simulated."""
-    available, why = engine_builder.availability()
-    if not available:
-        return {"status": "not deployed", "reason": why}
-    version, name = card["version"], card["model"]
-    with tempfile.TemporaryDirectory(prefix="lbzf-shadow-engine-") as tmp:
-        folder = Path(tmp)
-        engine_local, sidecar_local, validation = _engine_files(context, store, engine_builder, card, folder)
-        if not validation.get("passed"):
-            why = validation.get("summary") or validation.get("reason") or "not validated"
-            context.log.warning(f"{name}'s engine is not deployed in shadow mode: it failed on-device validation: {why}")
-            return {"status": "built, not deployed", "engine_key": keys.engine_key(version),
-                    "reason": f"engine failed on-device validation against PyTorch: {why}"}
-        can_deploy, why_not = engine_builder.deploy_support()
-        if not can_deploy:
-            return {"status": "built, not deployed", "engine_key": keys.engine_key(version), "reason": why_not}
-        result = engine_builder.deploy_engine(engine_local, mode="shadow", metadata_path=sidecar_local)
-        context.log.info(f"{name} deployed in shadow mode: {result.to_metadata()}")
-        return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
-
-
-def _candidate_onnx(store: ArtifactStore, card: dict, folder: Path, frame_keys: list[str]) -> dict:
-    """The candidate as ONNX, with the same parity check as v0's (refused, and nothing stored, when it
-    disagrees with PyTorch). Made once; the device's shadow runner and the engine build start from it."""
-    where = keys.version_keys(card["version"])
-    if store.exists(where.onnx_meta) and store.exists(where.onnx):
-        meta = read_json(store, where.onnx_meta)
-        if meta.get("source_sha256") == card["weights_sha256"]:
-            return meta
-    weights = candidate_weights(store, card, folder / "onnx" / f"{card['model']}.pt")
-    return checked_onnx(store, weights, where, version=card["version"], imgsz=int(card["imgsz"]), n_classes=1,
-                        frame_keys=frame_keys, folder=folder / "onnx", source_sha256=card["weights_sha256"],
-                        require_parity=True)
-
-
-def _engine_files(context, store: ArtifactStore, engine_builder: EngineBuilder, card: dict,
-                  folder: Path) -> tuple[Path, Path, dict]:
-    """The candidate's engine and sidecar (built once from its parity-checked ONNX, validated on the
-    device against PyTorch, kept in the store beside its weights) and the validation record."""
-    version, name = card["version"], card["model"]
-    where = keys.version_keys(version)
-    key = where.engine
-    engine_local, sidecar_local = folder / f"{name}.engine", folder / f"{name}.engine.json"
-    if not store.exists(key):
-        onnx_path = folder / f"{name}.onnx"
-        store.download_file(where.onnx, onnx_path)
-        if sha256_file(onnx_path) != read_json(store, where.onnx_meta)["onnx_sha256"]:
-            raise registry.RegistryError(where.onnx, "onnx_sha256", sha256_file(onnx_path),
-                                         "re-run candidate_model: it exports and checks the candidate's ONNX",
-                                         problem="ONNX differs from its parity record")
-        built = engine_builder.build(onnx_path, folder / "out", engine_name=name)
-        if not built.built:
-            raise RuntimeError(f"engine for {version} not built: {built.reason}")
-        weights = candidate_weights(store, card, folder / f"{name}.pt")
-        validation = validate_engine(context.log, store, engine_builder, weights, int(card["imgsz"]),
-                                     Path(built.engine_path), folder, frames=16, iterations=10, delta=DEFAULT_DELTA)
-        sidecar = (json.loads(Path(built.metadata_path).read_text()) if built.metadata_path and
-                   Path(built.metadata_path).exists() else built.to_metadata())
-        sidecar.update({"validation": validation, "onnx_key": where.onnx})
-        store.upload_file(Path(built.engine_path), key)
-        store.write_bytes(key + ".json", json.dumps(sidecar, indent=2, default=str).encode())
-    store.download_file(key, engine_local)
-    store.download_file(key + ".json", sidecar_local)
-    validation = json.loads(sidecar_local.read_text()).get("validation") or {"passed": False,
-                                                                             "reason": "no validation recorded"}
-    return engine_local, sidecar_local, validation
-
-
 @dg.asset(partitions_def=monthly_partitions, deps=[candidate_comparison], group_name="retraining", kinds={"json"})
 def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store: ArtifactStore,
                   engine_builder: EngineBuilder, shadow_policy: ShadowPolicy) -> dg.MaterializeResult:
@@ -496,7 +425,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     version = card["version"]
     prefix = keys.shadow_logs_prefix(version)
     check_simulation_allowed(config.simulate, shadow_policy.allow_simulated, "shadow_report")
-    deployment = _deploy_candidate_to_shadow(context, store, engine_builder, card)
+    deployment = deploy_candidate_to_shadow(context, store, engine_builder, card)
     files = [i.key for i in store.list_keys(prefix) if i.key.endswith((".parquet", ".jsonl", ".json"))]
     device_files = [k for k in files if not k.endswith(SIMULATED_FILE)]
     simulated = {}
@@ -562,32 +491,6 @@ class PromotionConfig(config_from(PromotionThresholds, exclude=("gated_subsets",
         return to_settings(PromotionThresholds, self)
 
 
-def _deploy_production_engine(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
-    """Production path: put the version's engine in the Jetson's production slot (atomic there)."""
-    available, why = engine_builder.availability()
-    can_deploy, why_not = engine_builder.deploy_support()
-    if not available or not can_deploy:
-        return {"status": "pointer only", "reason": why if not available else why_not}
-    key = entry.get("engine_key")
-    if not key or not store.exists(key):
-        raise RuntimeError(f"no TensorRT engine for {entry['version']} in the store ({key}); the shadow step "
-                           "builds it on the Jetson: re-run shadow_report first")
-    with tempfile.TemporaryDirectory(prefix="lbzf-deploy-") as tmp:
-        engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
-        store.download_file(key, engine)
-        store.download_file(key + ".json", sidecar)
-        result = engine_builder.deploy_engine(engine, mode="production", metadata_path=sidecar)
-    context.log.info(f"{entry['version']} deployed to production on the device: {result.to_metadata()}")
-    return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
-
-
-def _with_engine(store: ArtifactStore, card: dict) -> dict:
-    key = keys.engine_key(card["version"])
-    if store.exists(key):
-        return {**card, "engine_key": key, "engine_sha256": sha256_bytes(store.read_bytes(key))}
-    return card
-
-
 def _checks_table(checks: list[dict]) -> dg.MetadataValue:
     rows = [{"refusal if failed": c["kind"], "subject": c["subject"], "value": str(c["value"]),
              "threshold": str(c["threshold"]), "passed": "yes" if c["passed"] else "NO"} for c in checks]
@@ -602,7 +505,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     Jetson's production slot) only when the comparison and the shadow run pass and the shadow period
     was long enough. Otherwise production is unchanged and every reason is listed."""
     month = _month(context)
-    card = _with_engine(store, month_candidate(store, month))
+    card = with_engine(store, month_candidate(store, month))
     version = card["version"]
     before = registry.production(store)
     comparison_key = keys.version_keys(version).report("comparison")
@@ -618,7 +521,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     elif decision.promote:
         why = (f"monthly cycle {month}: all {len(decision.checks)} checks passed (comparison on frozen test, "
                f"deployment test and held-out hard examples; {shadow_words(shadow)})")
-        deployment = _deploy_production_engine(context, store, engine_builder, card)
+        deployment = deploy_production_engine(context, store, engine_builder, card)
         pointer, changed = registry.promote(store, card, why=why, run_id=_run_id(context))
         outcome = "promoted" if changed else "already production"
     else:
@@ -676,7 +579,7 @@ def production_pointer(context: dg.AssetExecutionContext, config: PointerConfig,
         pointer, changed = registry.rollback(store, why=reason, run_id=_run_id(context),
                                              to_version=config.to_version or None)
         if changed:
-            deployment = _deploy_production_engine(context, store, engine_builder, pointer)
+            deployment = deploy_production_engine(context, store, engine_builder, pointer)
         context.log.warning(f"rolled back production from {before.get('version')} to {pointer['version']}: {reason}")
     entry = registry.production(store)
     if entry is None:
