@@ -1,7 +1,7 @@
-"""Small glue shared by assets: move frames and tables between the store and the core."""
+"""Small glue shared by assets: frames extracted into the store, CVAT task packages, launchpad configs
+(the store readers are in assets/store_io.py)."""
 
 import dataclasses
-import io
 import tempfile
 import typing
 from pathlib import Path
@@ -10,27 +10,13 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
-from pipeline import keys
 from pipeline.frames import extract_frames
-from pipeline.hashing import sha256_bytes
 from pipeline.quarantine import quarantine_bad_footage
 from pipeline.training import TrainingRecipe
 from resources.storage import ArtifactStore
 
 FRAME_COLUMNS = ["frame_key", "source", "video_id", "video_sha256", "target_s", "actual_s", "frame_index", "width",
                  "height", "jpeg_sha256"]
-
-
-def read_parquet(store: ArtifactStore, key: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
-
-
-def write_parquet(store: ArtifactStore, key: str, table: pd.DataFrame) -> str:
-    buffer = io.BytesIO()
-    table.to_parquet(buffer, index=False)
-    data = buffer.getvalue()
-    store.write_bytes(key, data)
-    return sha256_bytes(data)
 
 
 def extract_to_store(store: ArtifactStore, video_key: str, targets: list[float], *, source: str,
@@ -55,12 +41,6 @@ def md_table(table: pd.DataFrame, max_rows: int = 40) -> dg.MetadataValue:
     if len(table) > max_rows:
         text += f"\n\n… {len(table) - max_rows} more rows"
     return dg.MetadataValue.md(text)
-
-
-def load_frame_manifests(store: ArtifactStore, prefix: str = keys.FRAMES_PREFIX) -> pd.DataFrame:
-    """Every extracted frame the store knows of (all `manifest.parquet` under `prefix`)."""
-    tables = [read_parquet(store, info.key) for info in store.list_keys(prefix) if info.key.endswith(keys.MANIFEST_FILE)]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=FRAME_COLUMNS)
 
 
 def write_package(store: ArtifactStore, frame_keys: list[str], task: str, package_key: str) -> dict:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from assets.common import read_parquet
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
+from assets.store_io import read_primary_labels, read_split
 from pipeline import keys
-from pipeline.engine_validation import compare_engine, predictions_table
+from pipeline.engine_validation import VALIDATION_SPLIT, compare_engine, predictions_table, validation_frames
 from pipeline.errors import PipelineInputError
 from pipeline.export import DEFAULT_OPSET, decode, export_onnx, inspect_onnx, load_torch_model, parity, preprocess, \
     torch_raw
@@ -19,8 +18,6 @@ from pipeline.hashing import sha256_file
 from resources.engine import EngineBuilder, EngineBuildError
 from resources.inference import inference_settings
 from resources.storage import ArtifactStore
-
-VALIDATION_SPLIT = "val"
 
 
 def checked_onnx(store: ArtifactStore, weights: Path, model: keys.ModelKeys, *, version: str, imgsz: int,
@@ -54,16 +51,10 @@ def checked_onnx(store: ArtifactStore, weights: Path, model: keys.ModelKeys, *, 
 def validation_set(store: ArtifactStore, n: int) -> tuple[list[str], pd.DataFrame]:
     """Up to n labelled frames of the val split (evenly spread over the sorted keys) and their person boxes."""
     split = read_split(store)
-    if not store.exists(IMAGES_KEY) or not store.exists(ANNOTATIONS_KEY):
+    if not store.exists(keys.ANNOTATION_IMAGES) or not store.exists(keys.ANNOTATIONS):
         return [], pd.DataFrame(columns=["frame_key", "x1", "y1", "x2", "y2"])
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
-    labelled = set(chosen["frame_key"])
-    pool = sorted(k for k in split.loc[split["split"] == VALIDATION_SPLIT, "frame_key"] if k in labelled)
-    if len(pool) > n:
-        step = len(pool) / n
-        pool = [pool[int(i * step)] for i in range(n)]
-    boxes = boxes[boxes["frame_key"].isin(set(pool)) & (boxes["class_name"] == "person")]
-    return pool, boxes[["frame_key", "x1", "y1", "x2", "y2"]].reset_index(drop=True)
+    chosen, boxes = read_primary_labels(store)
+    return validation_frames(split, chosen, boxes, n)
 
 
 def validate_engine(log, store: ArtifactStore, builder: EngineBuilder, weights: Path | Exception, imgsz: int,

@@ -9,8 +9,9 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import md_table
-from assets.labels import read_split, yolo_dataset
-from assets.models import _materialize_dataset, detect, labelled_set
+from assets.labels import yolo_dataset
+from assets.models import detect
+from assets.store_io import labelled_set, materialize_dataset, read_split
 from assets.views import training_views
 from pipeline import keys
 from pipeline.coco_map import average_precision
@@ -32,7 +33,7 @@ class ProfileRunConfig(dg.Config):
 
 def _train(context, store: ArtifactStore, trainer: Trainer, base_weights: BaseWeights, model: str,
            recipe: TrainingRecipe, name: str, work: Path) -> TrainResult:
-    data_yaml = _materialize_dataset(store, work / "dataset")
+    data_yaml = materialize_dataset(store, work / "dataset")
     weights = base_weights.resolve(store, work / "weights", model=model)
     if weights.untrained:
         context.log.warning(f"{name}: {weights.note}")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.common import read_parquet
 from assets.engine_checks import checked_onnx, validate_engine
-from assets.labels import read_split
+from assets.store_io import read_parquet, read_selected, read_split
 from pipeline import keys, registry
 from pipeline.calibration import (DEFAULT_FRAMES, CalibrationError, CalibrationSet, require_int8_calibration,
                                   select_calibration_frames, write_calibration_package)
@@ -28,10 +27,6 @@ class OnnxConfig(dg.Config):
     parity_frames: int = 8
     box_tolerance_px: float = 0.05
     score_tolerance: float = 1e-3
-
-
-def _selected(store: ArtifactStore) -> dict:
-    return json.loads(store.read_bytes(keys.SELECTED_MODEL))
 
 
 def _name(selected: dict) -> str:
@@ -95,7 +90,7 @@ def _md(meta: dict) -> dict:
 def onnx_model(context: dg.AssetExecutionContext, config: OnnxConfig, store: ArtifactStore) -> dg.MaterializeResult:
     """The selected model as ONNX (checked; names, shapes and opset validated) and its parity with
     PyTorch on real frames."""
-    selected = _selected(store)
+    selected = read_selected(store)
     name = _name(selected)
     with tempfile.TemporaryDirectory(prefix="lbzf-onnx-") as tmp:
         folder = Path(tmp)
@@ -113,7 +108,7 @@ def onnx_model(context: dg.AssetExecutionContext, config: OnnxConfig, store: Art
 
 @dg.asset_check(asset=onnx_model, blocking=True, description="ONNX and PyTorch agree on real frames")
 def onnx_parity(store: ArtifactStore) -> dg.AssetCheckResult:
-    name = _name(_selected(store))
+    name = _name(read_selected(store))
     meta = json.loads(store.read_bytes(f"{_onnx_key(name)}.json"))
     return dg.AssetCheckResult(passed=bool(meta["parity"]["passed"]), metadata=meta["parity"])
 
@@ -131,7 +126,7 @@ def int8_calibration_set(context: dg.AssetExecutionContext, config: CalibrationS
                          store: ArtifactStore) -> dg.MaterializeResult:
     """Frames for INT8 calibration, drawn from the TRAIN split of dataset_split_v0.csv only, packaged
     for the calibrator on the Jetson (letterboxed PNGs + a Polygraphy data loader + manifest)."""
-    selected = _selected(store)
+    selected = read_selected(store)
     name = _name(selected)
     split = read_split(store)
     onnx_meta = json.loads(store.read_bytes(f"{_onnx_key(name)}.json"))
@@ -198,7 +193,7 @@ def tensorrt_engine(context: dg.AssetExecutionContext, config: EngineConfig, sto
     """The TensorRT engine, built on the device that will run it (engines are not portable), then
     run there on labelled validation frames and compared with PyTorch. INT8 needs a calibration
     cache made from training frames (int8_calibration_set)."""
-    selected = _selected(store)
+    selected = read_selected(store)
     name = _name(selected)
     if config.precision not in PRECISIONS:
         raise dg.Failure(description=f"unknown precision {config.precision!r}; use one of {', '.join(PRECISIONS)}")
@@ -257,7 +252,7 @@ def tensorrt_engine(context: dg.AssetExecutionContext, config: EngineConfig, sto
                             "δ (and latency within budget when set). Passes as 'not built' where no engine builder is "
                             "available; fails for an engine built but not validated.")
 def engine_matches_pytorch(store: ArtifactStore) -> dg.AssetCheckResult:
-    name = _name(_selected(store))
+    name = _name(read_selected(store))
     status = _json(store, _status_key(name))
     if status is None:
         return dg.AssetCheckResult(passed=False, metadata={"result": "no engine build recorded"},
@@ -305,7 +300,7 @@ def engine_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
     device) it says why and the run goes on; a deploy that is attempted and fails fails the run."""
     if config.mode not in DEPLOY_MODES:
         raise dg.Failure(description=f"unknown deploy mode {config.mode!r}; use one of {', '.join(DEPLOY_MODES)}")
-    name = _name(_selected(store))
+    name = _name(read_selected(store))
     status = _json(store, _status_key(name))
     if status is None:
         return _not_deployed(context, config.mode, "no engine build recorded: materialize tensorrt_engine first")
@@ -325,7 +320,7 @@ def engine_deployment(context: dg.AssetExecutionContext, config: DeployConfig, s
             h.get("mode") == "shadow" and h.get("engine_sha256") == sha for h in history):
         return _not_deployed(context, config.mode, f"engine {sha} has not run in shadow mode yet; deploy it with "
                              "mode=shadow first (or set require_shadow_before_production=false)", engine_sha256=sha)
-    selected = _selected(store)
+    selected = read_selected(store)
     launched = registry.read_pointer(store)  # v0 reaches production only through its launch gate (v0_launch)
     if config.mode == "production" and selected.get("version") != registry.OFF_SHELF and \
             (launched or {}).get("weights_sha256") != selected.get("sha256"):

@@ -1,12 +1,11 @@
 """Footage: the operation-video manifest, exact frames per video, plant photos, the Stage A sample."""
 
-import io
-
 import dagster as dg
 import pandas as pd
 
-from assets.common import FRAME_COLUMNS, extract_to_store, md_table, write_package, write_parquet
+from assets.common import FRAME_COLUMNS, extract_to_store, md_table, write_package
 from assets.plots import contact_sheet
+from assets.store_io import read_video_manifest, write_parquet
 from orchestration.partitions import video_partitions
 from pipeline import keys
 from pipeline.errors import PipelineInputError
@@ -22,24 +21,6 @@ operation_videos = dg.AssetSpec("operation_videos", group_name="sources", kinds=
                                             "camera, recorded_day, post_install). Never modified by the pipeline.")
 plant_photos = dg.AssetSpec("plant_photos", group_name="sources", kinds={"image"},
                             description="Plant photos under raw/photos/.")
-
-MANIFEST_COLUMNS = ["video_id", "key", "operation", "camera", "recorded_day", "post_install"]
-
-
-def read_video_manifest(store: ArtifactStore) -> pd.DataFrame:
-    data = store.read_bytes(keys.VIDEO_MANIFEST)
-    table = pd.read_csv(io.BytesIO(data), dtype={"recorded_day": str, "video_id": str})
-    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
-    if missing:
-        raise PipelineInputError(keys.VIDEO_MANIFEST, ", ".join(missing), list(table.columns),
-                                 f"the manifest needs the columns {MANIFEST_COLUMNS}", problem="missing columns")
-    duplicated = table["video_id"][table["video_id"].duplicated()]
-    if len(duplicated):
-        raise PipelineInputError(keys.VIDEO_MANIFEST, "video_id", duplicated.iloc[0],
-                                 "give every video a unique id", problem="duplicate video id")
-    table["post_install"] = table["post_install"].astype(str).str.lower().isin({"true", "1", "yes"})
-    return table
-
 
 @dg.asset(deps=[operation_videos], group_name="footage", kinds={"pandas"})
 def video_manifest(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.MaterializeResult:

@@ -9,13 +9,15 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import load_frame_manifests, md_table, read_parquet, write_parquet
-from assets.footage import plant_photo_frames, read_video_manifest, stage_a_sample, video_frames, video_manifest
+from assets.common import md_table
+from assets.footage import plant_photo_frames, stage_a_sample, video_frames, video_manifest
+from assets.store_io import load_frame_manifests, read_parquet, read_split, read_video_manifest, write_parquet
 from pipeline import keys
 from pipeline.agreement import box_agreement
 from pipeline.cvat import LabelMapping, read_export
 from pipeline.errors import AnnotationError, PipelineInputError
 from pipeline.hashing import sha256_bytes
+from pipeline.labels import export_manifest, labelled_frames, overlap_frames, primary_labels, task_video
 from pipeline.near_duplicates import cross_split_pairs, hash_frames
 from pipeline.split_revisions import check_not_frozen, compare_splits, next_record
 from pipeline.split import (DEPLOYMENT_TEST, SPLITS, SplitConfig, assign_splits, check_unique_sources, frame_splits,
@@ -38,47 +40,12 @@ class AnnotationsConfig(dg.Config):
     clip_tolerance_px: float = 2.0
 
 
-VIDEO_TASK_PREFIX = "video-"  # annotations/incoming/video-<video_id>/<annotator>/: a CVAT video task of that video
-SOURCE_PREFERENCE = ("ops", "stage_a")  # the same video frame extracted twice: labels go to the ops frame
-
-
 def _export_parts(key: str) -> tuple[str, str]:
     parts = key[len(keys.INCOMING_ANNOTATIONS):].split("/")
     if len(parts) != 3:
         raise AnnotationError(key, "key", key, "place exports at annotations/incoming/<task>/<annotator>/<file>",
                               problem="export not in the <task>/<annotator>/ layout")
     return parts[0], parts[1]
-
-
-def task_video(task: str) -> str | None:
-    """The video_id a task folder names (``video-<video_id>``), else None."""
-    return (task[len(VIDEO_TASK_PREFIX):] or None) if task.startswith(VIDEO_TASK_PREFIX) else None
-
-
-def export_manifest(store: ArtifactStore) -> pd.DataFrame:
-    """What exports are matched against: every frame we extracted, by the name it has in a task package and,
-    for video frames (frame_index known, photos excluded), by its frame number in its video, with the video's
-    file name (for a video export's <source>) and the frame size. Ops frames come first, so a frame extracted
-    both as an ops and a Stage A frame gets a video task's labels on its ops key."""
-    frames = load_frame_manifests(store)
-    video_files: dict[str, str] = {}
-    if store.exists(keys.VIDEO_MANIFEST):
-        videos = read_video_manifest(store)
-        video_files = dict(zip(videos["video_id"].astype(str), videos["key"].astype(str).str.rsplit("/", n=1).str[-1]))
-    frame_index = pd.to_numeric(frames["frame_index"], errors="coerce") if "frame_index" in frames else \
-        pd.Series(float("nan"), index=frames.index)
-    is_video = (frames["source"] != "photos") & frame_index.notna()
-    manifest = pd.DataFrame({
-        "frame_key": frames["frame_key"].astype(str),
-        "file_name": frames["frame_key"].astype(str).map(keys.package_file_name),
-        "source_frame": frame_index.where(is_video).astype("Int64"),
-        "video_id": frames["video_id"].astype(str),
-        "video_file": frames["video_id"].astype(str).map(video_files).where(frames["source"] != "photos"),
-        "width": frames["width"], "height": frames["height"],
-    })
-    preference = frames["source"].map({s: i for i, s in enumerate(SOURCE_PREFERENCE)}).fillna(len(SOURCE_PREFERENCE))
-    order = pd.DataFrame({"p": preference, "k": manifest["frame_key"]}).sort_values(["p", "k"], kind="stable").index
-    return manifest.loc[order].reset_index(drop=True)
 
 
 def _export_error(exc: PipelineInputError, key: str, local: str, uri: str) -> PipelineInputError:
@@ -99,7 +66,8 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, st
     annotations/incoming/video-<video_id>/<annotator>/, or else the export's <source> is the video's file
     name; every task frame must be one we extracted (task start frame and step lined up with ours)."""
     mapping = LabelMapping(mapping=dict(config.label_mapping), classes=["person"], ignore=set(config.ignore_labels))
-    manifest = export_manifest(store)
+    videos = read_video_manifest(store) if store.exists(keys.VIDEO_MANIFEST) else None
+    manifest = export_manifest(load_frame_manifests(store), videos)
     boxes, images, per_export = [], [], []
     exports = sorted((i for i in store.list_keys(keys.INCOMING_ANNOTATIONS)
                       if i.key.endswith((".zip", ".json", ".xml"))), key=lambda i: (i.last_modified, i.key))
@@ -138,19 +106,6 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, st
     })
 
 
-def overlap_frames(images: pd.DataFrame) -> tuple[str, str, list[str]]:
-    """The two annotators with the largest shared set of frames, and those frames."""
-    by_annotator = {a: set(g["frame_key"]) for a, g in images.groupby("annotator")}
-    names = sorted(by_annotator, key=lambda a: (-len(by_annotator[a]), a))
-    best = ("", "", [])
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            shared = sorted(by_annotator[a] & by_annotator[b])
-            if len(shared) > len(best[2]):
-                best = (a, b, shared)
-    return best
-
-
 class AgreementConfig(dg.Config):
     min_kappa: float = 0.85
     min_overlap_frames: int = 20
@@ -184,23 +139,13 @@ class SplitAssetConfig(dg.Config):
     ratio_tolerance: float = 0.10
 
 
-def labelled_frames(store: ArtifactStore) -> pd.DataFrame:
-    """One row per labelled frame with its source video (photos are their own 'video'). Monthly hard
-    examples (source 'hard', post-install buffer frames) are not part of the v0 split: Stage C assigns
-    them by camera-day, never to the frozen test split (pipeline/versioning.py, docs/retraining.md)."""
-    images = read_parquet(store, IMAGES_KEY)
-    frames = load_frame_manifests(store)
-    labelled = frames[frames["frame_key"].isin(set(images["frame_key"])) & (frames["source"] != "hard")]
-    return labelled.drop_duplicates("frame_key").reset_index(drop=True)
-
-
 @dg.asset(deps=[annotations, video_manifest], group_name="labels", kinds={"csv"})
 def dataset_split(context: dg.AssetExecutionContext, config: SplitAssetConfig, store: ArtifactStore) -> dg.MaterializeResult:
     """70/15/15 by video (and camera-day), never by frame; post-install recordings held out."""
     settings = SplitConfig((config.train, config.val, config.test), config.seed, config.by_camera_day,
                            config.ratio_tolerance)
     videos = read_video_manifest(store)[["video_id", "operation", "camera", "recorded_day", "post_install"]]
-    frames = labelled_frames(store)
+    frames = labelled_frames(load_frame_manifests(store), read_parquet(store, IMAGES_KEY))
     check_unique_sources(frames, keys.VIDEO_MANIFEST)
     # Every unit comes from the sources (the manifest, every plant photo), not from what is labelled so
     # far: a second labelling wave adds frames to the split without moving any earlier frame.
@@ -255,13 +200,6 @@ def _store_split_revision(context, store: ArtifactStore, data: bytes, digest: st
     return {**latest, **frozen}
 
 
-def read_split(store: ArtifactStore) -> pd.DataFrame:
-    import io
-
-    return pd.read_csv(io.BytesIO(store.read_bytes(keys.split_key(DATA_VERSION))), dtype={"recorded_day": str, "video_id": str,
-                                                                         "camera": str, "group": str})
-
-
 @dg.asset_check(asset=dataset_split, blocking=True, description="No video or camera-day in two splits")
 def split_has_no_leaks(store: ArtifactStore) -> dg.AssetCheckResult:
     table = read_split(store)
@@ -303,17 +241,6 @@ def near_duplicates_across_splits(context: dg.AssetCheckExecutionContext, config
                   "pairs": md_table(pairs, config.max_rows),
                   "remedy": "look at the pairs: the same scene in two splits inflates val/test figures; drop one "
                             "frame of each pair, or put their videos in one split (same camera-day)"})
-
-
-def primary_labels(images: pd.DataFrame, boxes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per frame, the labels of the annotator who labelled the most frames overall (the main
-    annotator); the overlap annotator's labels serve agreement only."""
-    rank = images.groupby("annotator")["frame_key"].nunique().sort_values(ascending=False)
-    order = {a: i for i, a in enumerate(rank.index)}
-    chosen = images.assign(_r=images["annotator"].map(order)).sort_values("_r").drop_duplicates("frame_key")
-    picked = set(zip(chosen["frame_key"], chosen["annotator"]))
-    mask = [t in picked for t in zip(boxes["frame_key"], boxes["annotator"])]
-    return chosen.drop(columns="_r"), boxes[mask]
 
 
 @dg.asset(deps=[dataset_split], group_name="labels", kinds={"yolo"})

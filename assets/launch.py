@@ -15,7 +15,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import config_from, load_frame_manifests, md_table, to_settings
+from assets.common import config_from, md_table, to_settings
+from assets.store_io import load_frame_manifests, read_selected, write_json
 from pipeline import keys, registry
 from pipeline.hashing import sha256_bytes
 from pipeline.promotion import PromotionThresholds, decide_promotion
@@ -29,18 +30,8 @@ from resources.storage import ArtifactStore
 SELECTED_KEY = registry.SELECTED_MODEL_KEY
 
 
-def _selected(store: ArtifactStore) -> dict:
-    return json.loads(store.read_bytes(SELECTED_KEY))
-
-
 def _report_key(version: str, kind: str) -> str:
     return keys.version_keys(version).report(kind)
-
-
-def _write_json(store: ArtifactStore, key: str, doc: dict) -> str:
-    data = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
-    store.write_bytes(key, data)
-    return sha256_bytes(data)
 
 
 def _nothing_to_launch(selected: dict) -> dg.MaterializeResult | None:
@@ -81,7 +72,7 @@ def v0_shadow_report(context: dg.AssetExecutionContext, config: LaunchShadowConf
     confidence differences, latency, and the period the device logs cover (the plan: 24 h). Reads the
     logs the Jetson uploads under shadow/v0/logs/ (pipeline/shadow_device.py writes them); with
     simulate: true (local only) replays buffer frames through both models first, and says so."""
-    selected = _selected(store)
+    selected = read_selected(store)
     if (skip := _nothing_to_launch(selected)) is not None:
         return skip
     check_simulation_allowed(config.simulate, shadow_policy.allow_simulated, "v0_shadow_report")
@@ -116,7 +107,7 @@ def v0_shadow_report(context: dg.AssetExecutionContext, config: LaunchShadowConf
                            iou_threshold=config.iou_threshold)
     report.update({"logs_prefix": prefix, "log_files": files, "source": source, **simulated})
     key = _report_key(version, "shadow_report")
-    digest = _write_json(store, key, report)
+    digest = write_json(store, key, report)
     if not files:
         context.log.warning(f"no shadow logs for {version} under {prefix} yet: deploy its engine in shadow mode "
                             "(engine_deployment, mode: shadow) and let the device upload them")
@@ -160,7 +151,7 @@ def v0_launch(context: dg.AssetExecutionContext, config: LaunchConfig, store: Ar
     slot) only when it is not worse than the off-the-shelf model on the frozen test and deployment test
     sets and its shadow run passed and lasted long enough. Otherwise the off-the-shelf model stays and
     every reason is listed."""
-    selected = _selected(store)
+    selected = read_selected(store)
     if (skip := _nothing_to_launch(selected)) is not None:
         return skip
     version, name = selected["version"], selected["model"]
@@ -196,7 +187,7 @@ def v0_launch(context: dg.AssetExecutionContext, config: LaunchConfig, store: Ar
               "shadow_source": (shadow or {}).get("source", "none"),
               "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     key = _report_key(version, "launch")
-    digest = _write_json(store, key, record)
+    digest = write_json(store, key, record)
     rows = [{"check": c["kind"], "subject": c["subject"], "value": str(c["value"]), "threshold": str(c["threshold"]),
              "passed": "yes" if c["passed"] else "NO"} for c in decision.checks]
     return dg.MaterializeResult(metadata={

@@ -9,10 +9,11 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
-from assets.common import RecipeConfig, md_table, read_parquet, write_parquet
-from assets.footage import read_video_manifest, stage_a_sample
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, annotations, primary_labels, read_split, yolo_dataset
+from assets.common import RecipeConfig, md_table
+from assets.footage import stage_a_sample
+from assets.labels import annotations, yolo_dataset
 from assets.plots import confidence_histogram, confusion_figure, paired_plot, recall_by_operation, worst_frames
+from assets.store_io import labelled_set, materialize_dataset, read_parquet, read_split, write_parquet
 from assets.views import gap_views, speed_views, split_views, training_views
 from pipeline import keys
 from pipeline.coco_map import average_precision, precision_recall_at
@@ -27,7 +28,6 @@ from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.model_record import OFF_SHELF, ModelRecord
 from pipeline.paired import paired_difference
 from pipeline.weights import UNTRAINED_WARNING, accept_weights, check_weights, fetch_weights, publish_weights
-from pipeline.yolo_dataset import localize_yaml
 from resources.base_weights import BaseWeights
 from resources.storage import ArtifactStore
 from resources.trainer import Trainer
@@ -36,24 +36,6 @@ MODEL_VERSION = "v0"
 MODEL_KEYS = keys.version_keys(MODEL_VERSION)
 MODEL_NAME = MODEL_KEYS.name
 MODEL_KEY = MODEL_KEYS.weights
-
-
-def labelled_set(store: ArtifactStore, frame_keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Frames (with video, operation, camera) and their main-annotator person boxes."""
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
-    if frame_keys is not None:
-        chosen = chosen[chosen["frame_key"].isin(frame_keys)]
-    frames = chosen[["frame_key"]].merge(_frame_context(store), on="frame_key", how="left")
-    return frames, boxes[boxes["frame_key"].isin(set(frames["frame_key"])) & (boxes["class_name"] == "person")]
-
-
-def _frame_context(store: ArtifactStore) -> pd.DataFrame:
-    from assets.common import load_frame_manifests
-
-    frames = load_frame_manifests(store)[["frame_key", "video_id"]].drop_duplicates("frame_key")
-    videos = read_video_manifest(store)[["video_id", "operation", "camera"]]
-    table = frames.merge(videos, on="video_id", how="left")
-    return table.fillna({"operation": "plant photo", "camera": "photo"})
 
 
 def detect(store: ArtifactStore, weights: str, frames: pd.DataFrame, imgsz: int) -> tuple[pd.DataFrame, dict]:
@@ -150,18 +132,6 @@ class StageBConfig(RecipeConfig):
     force: bool = False  # train even when the gate says the off-the-shelf model suffices
 
 
-def _materialize_dataset(store: ArtifactStore, local_root: Path) -> Path:
-    """Copy the stored dataset to a fresh local folder and write a yaml with its absolute path."""
-    prefix = keys.dataset_keys(MODEL_VERSION).folder
-    yaml_key = keys.dataset_keys(MODEL_VERSION).yaml
-    for sub in ("images/", "labels/"):
-        for info in store.list_keys(prefix + sub):
-            store.download_file(info.key, local_root / info.key[len(prefix):])
-    local_yaml = local_root / Path(yaml_key).name
-    local_yaml.write_text(localize_yaml(store.read_bytes(yaml_key).decode(), local_root))
-    return local_yaml
-
-
 @dg.multi_asset(
     outs={
         "stage_b_model": dg.AssetOut(is_required=False, group_name="models", kinds={"pytorch"},
@@ -186,7 +156,7 @@ def stage_b(context: dg.AssetExecutionContext, config: StageBConfig, store: Arti
         _lock_split(store, context.run_id)
         work = Path(tempfile.mkdtemp(prefix="lbzf-train-"))
         run_dir = trainer.run_dir(MODEL_NAME)  # stable per model version: a re-run resumes
-        data_yaml = _materialize_dataset(store, work / "dataset")
+        data_yaml = materialize_dataset(store, work / "dataset")
         with tempfile.TemporaryDirectory(prefix="lbzf-weights-") as cache:
             weights = base_weights.resolve(store, Path(cache))
             result = trainer.fit(config.recipe(), data_yaml, weights.path, run_dir,

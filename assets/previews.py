@@ -8,15 +8,15 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import write_parquet
-from assets.footage import read_video_manifest
 from assets.plots import image_md
+from assets.store_io import read_selected, read_video_manifest, write_parquet
 from pipeline import keys, registry
 from pipeline.detector import load_model
 from pipeline.errors import PipelineInputError
 from pipeline.explanations import explain
 from pipeline.hashing import sha256_file
 from pipeline.preview import render_preview, ultralytics_detector
+from pipeline.retraining import candidate_weights, month_candidate
 from pipeline.weights import check_weights, fetch_weights
 from resources.storage import ArtifactStore
 
@@ -49,7 +49,7 @@ def _choose_video(store: ArtifactStore, video_id: str) -> pd.Series:
 def _model_weights(store: ArtifactStore, config: PreviewConfig, folder: Path) -> tuple[str, Path, int]:
     """(label, checked local weights, image size) of the chosen model."""
     if config.model == "selected":
-        selected = json.loads(store.read_bytes(keys.SELECTED_MODEL))
+        selected = read_selected(store)
         if selected.get("key"):
             path = fetch_weights(store, selected["key"], folder / Path(selected["key"]).name,
                                  expected_sha256=selected["sha256"], recorded_by=keys.SELECTED_MODEL)
@@ -58,22 +58,18 @@ def _model_weights(store: ArtifactStore, config: PreviewConfig, folder: Path) ->
             check_weights(store, path, recorded_by=keys.SELECTED_MODEL, expected_sha256=selected["sha256"])
         return selected["model"], path, int(selected.get("imgsz") or 640)
     if config.model == "production":
-        from assets.retraining import _production_weights
-
         entry = registry.production(store)
         if entry is None:
             raise registry.RegistryError(registry.PRODUCTION_KEY, "production", None, "run training_job first",
                                          problem="no production model")
-        return str(entry["version"]), _production_weights(store, entry, folder), int(entry.get("imgsz") or 640)
+        return str(entry["version"]), registry.fetch_entry_weights(store, entry, folder), int(entry.get("imgsz") or 640)
     if config.model == "candidate":
-        from assets.retraining import _candidate_weights, _month_candidate, candidate_pointer_key
-
-        if not config.month or not store.exists(candidate_pointer_key(config.month)):
+        if not config.month or not store.exists(keys.month_keys(config.month).candidate_pointer):
             raise PipelineInputError("preview config", "month", config.month,
                                      "name a month whose candidate_model has run (its partition key, e.g. 2026-07-01)",
                                      problem="no candidate for this month")
-        card = _month_candidate(store, config.month)
-        return card["version"], _candidate_weights(store, card, folder / "candidate.pt"), int(card["imgsz"])
+        card = month_candidate(store, config.month)
+        return card["version"], candidate_weights(store, card, folder / "candidate.pt"), int(card["imgsz"])
     raise PipelineInputError("preview config", "model", config.model, f"use one of {list(MODELS)}",
                              problem="unknown model")
 

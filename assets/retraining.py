@@ -18,24 +18,32 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.buffer import hard_examples
-from assets.common import (RecipeConfig, config_from, load_frame_manifests, md_table, read_parquet, to_settings,
-                           write_parquet)
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
+from assets.buffer import buffer_footage
+from assets.candidate_engine import candidate_onnx, deploy_candidate_to_shadow, deploy_production_engine, with_engine
+from assets.common import RecipeConfig, config_from, extract_to_store, md_table, to_settings, write_package
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
-from assets.engine_checks import checked_onnx, validate_engine
 from assets.plots import confusion_figure
+from assets.store_io import (load_frame_manifests, read_json, read_parquet, read_primary_labels, read_split,
+                             write_json, write_parquet)
 from pipeline import keys, registry
 from pipeline.coco_map import average_precision
 from pipeline.confusion import confusion_matrix
 from pipeline.detection_metrics import per_frame, summary
+from pipeline.errors import BadFootageError
 from pipeline.explanations import explain
+from pipeline.frames import probe_video
+from pipeline.hard_examples import HardExampleSampling, attach_clips, clip_table, sample
 from pipeline.train_runs import archive_run
-from pipeline.engine_validation import DEFAULT_DELTA
 from resources.inference import inference_settings
 from pipeline.hashing import sha256_bytes, sha256_file
+from pipeline.labels import primary_labels
 from pipeline.paired import paired_difference
+from pipeline.retraining import (LABEL_TABLE_COLUMNS, all_hard_labels, candidate_split, candidate_weights,
+                                 comparison_frames, hard_label_keys, held_out_buffer_frames, month_candidate,
+                                 month_parent, task_name)
+from pipeline.quarantine import quarantine_bad_footage
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
 from pipeline.shadow import SIMULATED_FILE, check_simulation_allowed, load_logs, \
     shadow_report as make_shadow_report, shadow_words, simulate_logs, simulated_warning, to_parquet_bytes
@@ -43,24 +51,18 @@ from resources.shadow_policy import ShadowPolicy
 from pipeline.split import split_csv
 from pipeline.model_record import ModelRecord
 from pipeline.versioning import (HELD_OUT, TRAIN, assign_hard_examples, candidate_identity, check_training_set,
-                                 dataset_name, is_version, model_name)
-from pipeline.weights import fetch_weights, publish_weights
+                                 dataset_name, model_name)
+from pipeline.weights import publish_weights
 from pipeline.yolo_dataset import dataset_yaml, write_yolo_dataset
 from resources.engine import EngineBuilder
 from resources.storage import ArtifactStore
 from resources.trainer import Trainer
 
 RETRAINING_PREFIX = keys.RETRAINING_PREFIX
-LABEL_TABLE_COLUMNS = ["frame_key", "video_id", "camera", "day", "group", "split", "reason", "n_boxes", "width",
-                       "height", "annotator", "month"]
 
 
 def _month(context) -> str:
     return context.partition_key[:7]
-
-
-def task_name(month: str) -> str:
-    return f"hard_examples_{month}"
 
 
 def labels_key(month: str) -> str:
@@ -71,24 +73,66 @@ def candidate_pointer_key(month: str) -> str:
     return keys.month_keys(month).candidate_pointer
 
 
-def _json(store: ArtifactStore, key: str):
-    return json.loads(store.read_bytes(key))
-
-
-def _write_json(store: ArtifactStore, key: str, doc) -> str:
-    data = json.dumps(doc, indent=2, sort_keys=True, default=str).encode()
-    store.write_bytes(key, data)
-    return sha256_bytes(data)
-
-
 def _run_id(context) -> str:
     """The run that started this work (a retry of a crashed run keeps its root's id)."""
     return context.run.root_run_id or context.run_id
 
 
-def _month_candidate(store: ArtifactStore, month: str) -> dict:
-    pointer = _json(store, candidate_pointer_key(month))
-    return _json(store, keys.version_keys(pointer["version"]).model_card)
+# --------------------------------------------------------------------------- hard_examples
+
+
+class HardExamplesConfig(config_from(HardExampleSampling)):
+    """How many flagged frames to sample, with which seed and spacing (pipeline.hard_examples)."""
+
+
+@dg.asset(partitions_def=monthly_partitions, deps=[buffer_footage], group_name="retraining", kinds={"cvat"})
+def hard_examples(context: dg.AssetExecutionContext, config: HardExamplesConfig,
+                  store: ArtifactStore) -> dg.MaterializeResult:
+    """200 frames of the month that production flagged red/yellow, extracted exactly and packaged
+    as a CVAT task; the sample and its seed are recorded."""
+    window = context.partition_time_window
+    days = pd.date_range(window.start.date(), window.end.date(), freq="D", inclusive="left").strftime("%Y-%m-%d")
+    logs = [read_parquet(store, keys.quality_log_key(d)) for d in days if store.exists(keys.quality_log_key(d))]
+    month = context.partition_key[:7]
+    if not logs:
+        context.log.warning(f"no quality logs for {month}")
+        return dg.MaterializeResult(metadata={"month": month, "taken": 0, "note": "no quality logs for the month"})
+    clips = clip_table([i.key for i in store.list_keys(keys.BUFFER_PREFIX)
+                        if any(f"/{d}/" in i.key for d in days)])
+    durations, bad = [], []
+    for key in clips["key"]:
+        try:  # one unreadable clip is quarantined and left out; it does not hold up the month
+            with quarantine_bad_footage(store, key), store.local_copy(key) as local:
+                durations.append(probe_video(local).usable_duration_s)
+        except BadFootageError as exc:
+            bad.append(key)
+            durations.append(float("nan"))
+            context.log.warning(f"left out of {context.partition_key[:7]}'s hard examples: {exc}")
+    clips = clips.assign(duration_s=durations)
+    clips = clips[~clips["key"].isin(bad)]
+    flags = attach_clips(pd.concat(logs, ignore_index=True), clips)
+    chosen, info = sample(flags, to_settings(HardExampleSampling, config))
+    where = keys.month_keys(month)
+    tables = []
+    for clip, rows in chosen.groupby("clip_key"):
+        camera, day, name = keys.buffer_clip_parts(clip)
+        tables.append(extract_to_store(store, clip, rows["offset_s"].tolist(), source="hard",
+                                       video_id=f"{camera}_{day}_{name.rsplit('.', 1)[0]}",
+                                       frame_prefix=keys.hard_frames_prefix(month, camera, day, name.rsplit('.', 1)[0])))
+    frames = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if len(frames):
+        write_parquet(store, keys.hard_frames_manifest_key(month), frames)
+    write_parquet(store, where.hard_examples, chosen)
+    package = write_package(store, frames["frame_key"].tolist() if len(frames) else [], task_name(month),
+                            where.task_package)
+    store.write_bytes(where.sample, json.dumps({**info, "month": month}, indent=2).encode())
+    per_camera_day = chosen.groupby(["camera", "day"]).size().rename("frames").reset_index() if len(chosen) else \
+        pd.DataFrame()
+    return dg.MaterializeResult(metadata={
+        "month": month, **{k: v for k, v in info.items()}, "frames_extracted": len(frames),
+        "quarantined_clips": len(bad), "quarantined": "\n".join(bad) or "none",
+        "package_sha256": package.get("zip_sha256", ""), "package_uri": store.uri(where.task_package),
+        "per_camera_day": md_table(per_camera_day)})
 
 
 # --------------------------------------------------------------------------- hard_example_labels
@@ -166,47 +210,10 @@ class CandidateConfig(RecipeConfig):
     """The production recipe (the plan's, by default)."""
 
 
-def all_hard_labels(store: ArtifactStore, up_to_month: str) -> pd.DataFrame:
+def _hard_labels(store: ArtifactStore, up_to_month: str) -> pd.DataFrame:
     """Every month's labelled hard examples up to and including `up_to_month`."""
-    tables = [read_parquet(store, i.key) for i in store.list_keys(RETRAINING_PREFIX)
-              if (keys.hard_labels_month(i.key) or "9999") <= up_to_month]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LABEL_TABLE_COLUMNS)
-
-
-def candidate_split(base: pd.DataFrame, hard: pd.DataFrame) -> pd.DataFrame:
-    """The candidate's split table: every v0 row unchanged (the frozen test split stays frozen) plus
-    the hard examples (train or held_out), in the columns of dataset_split_v0.csv."""
-    rows = hard.assign(operation="hard example " + hard["month"], recorded_day=hard["day"])
-    columns = ["frame_key", "video_id", "operation", "camera", "recorded_day", "group", "split"]
-    return pd.concat([base[columns], rows[columns]], ignore_index=True)
-
-
-def _production_weights(store: ArtifactStore, entry: dict, folder: Path) -> Path:
-    return registry.fetch_entry_weights(store, entry, folder)
-
-
-def _candidate_weights(store: ArtifactStore, card: dict, target: Path) -> Path:
-    """The candidate's `.pt`, checked against its model card and the allow-list before it is unpickled."""
-    return fetch_weights(store, card["weights_key"], target, expected_sha256=card.get("weights_sha256"),
-                         recorded_by=keys.version_keys(card["version"]).model_card)
-
-
-def _card_month(store: ArtifactStore, version) -> str | None:
-    key = keys.version_keys(str(version)).model_card if version and is_version(str(version)) else None
-    return _json(store, key).get("month") if key and store.exists(key) else None
-
-
-def month_parent(store: ArtifactStore, month: str) -> dict | None:
-    """The production model the month's candidate is trained from and compared with: current
-    production, unless that is itself a candidate of this month or a later one (the month is being
-    re-run after its promotion): then the production entry before it."""
-    current = registry.production(store)
-    if current is None or (_card_month(store, current.get("version")) or "") < month:
-        return current
-    for entry in reversed(registry.history(store)):
-        if entry.get("action") in ("promote", "bootstrap") and (_card_month(store, entry.get("version")) or "") < month:
-            return entry
-    return current
+    found = hard_label_keys((i.key for i in store.list_keys(RETRAINING_PREFIX)), up_to_month)
+    return all_hard_labels([read_parquet(store, key) for key in found])
 
 
 @dg.asset(partitions_def=monthly_partitions, deps=[hard_example_labels], group_name="retraining",
@@ -223,7 +230,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                                      "run training_job first: Stage B selects the first production model",
                                      problem="no production model")
     base = read_split(store)
-    hard = all_hard_labels(store, month)
+    hard = _hard_labels(store, month)
     table = candidate_split(base, hard)
     train = table[table["split"] == TRAIN]
     val = table[table["split"] == "val"]
@@ -231,7 +238,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     check_training_set(val, base, version=f"for {month}", role="validation")
     split_bytes, split_sha = split_csv(table)
     recipe = config.recipe()
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
+    chosen, boxes = read_primary_labels(store)
     rows = pd.concat([train, val]).merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
     missing = sorted(set(train["frame_key"]) - set(rows["frame_key"]))
     if missing:
@@ -239,7 +246,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                                      "re-import the annotations (annotations_job)",
                                      problem=f"{len(missing)} training frames have no labels")
     with tempfile.TemporaryDirectory(prefix="lbzf-candidate-") as tmp:
-        parent = _production_weights(store, production, Path(tmp))
+        parent = registry.fetch_entry_weights(store, production, Path(tmp))
         parent_sha = sha256_file(parent)
         identity = candidate_identity(month=month, parent_sha256=parent_sha, split_sha256=split_sha,
                                       recipe=recipe.train_args())
@@ -248,9 +255,9 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
         store.write_if_absent_or_same(keys.split_key(version), split_bytes)
         card_key = keys.version_keys(version).model_card
         trained = False
-        if store.exists(card_key) and _json(store, card_key)["identity"] == identity and \
+        if store.exists(card_key) and read_json(store, card_key)["identity"] == identity and \
                 store.exists(keys.weights_key(version)):
-            card = _json(store, card_key)
+            card = read_json(store, card_key)
             context.log.info(f"{version} was already trained from these inputs: reusing it")
         else:
             root = Path(tmp) / "dataset"
@@ -288,11 +295,11 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
                     "train_frames": {"v0": int((~train["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX)).sum()),
                                      "hard_examples": int(train["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).sum())},
                     "hard_example_months": sorted(hard["month"].unique().tolist()) if len(hard) else []}
-            _write_json(store, card_key, card)
+            write_json(store, card_key, card)
             write_parquet(store, keys.version_keys(version).train_curves, pd.DataFrame(result.curves))
             trained = True
-        onnx = _candidate_onnx(store, card, Path(tmp), rows["frame_key"].head(8).tolist())
-    _write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
+        onnx = candidate_onnx(store, card, Path(tmp), rows["frame_key"].head(8).tolist())
+    write_json(store, candidate_pointer_key(month), {"version": version, "identity": identity})
     per_split = table.assign(source=table["frame_key"].str.startswith(keys.HARD_FRAMES_PREFIX).map(
         {True: "hard examples", False: "v0"})).groupby(["split", "source"]).size().rename("frames").reset_index()
     return dg.MaterializeResult(metadata={
@@ -327,26 +334,6 @@ class ComparisonConfig(dg.Config):
     seed: int = 0
 
 
-def _weights_local(store: ArtifactStore, entry: dict, folder: Path) -> Path:
-    return _production_weights(store, entry, folder)
-
-
-def comparison_frames(store: ArtifactStore, month: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Frames (frame_key, video_id, operation, camera, subset) to compare on, and their person boxes."""
-    split = read_split(store)
-    frames = [split.loc[split["split"] == s, ["frame_key", "video_id", "operation", "camera"]].assign(subset=s)
-              for s in ("test", "deployment_test")]
-    if store.exists(labels_key(month)):
-        hard = read_parquet(store, labels_key(month))
-        frames.append(hard.assign(operation="hard example", subset=hard["split"].map(
-            {HELD_OUT: "hard_held_out", TRAIN: "hard_trained"}))[["frame_key", "video_id", "operation", "camera",
-                                                                 "subset"]])
-    table = pd.concat(frames, ignore_index=True)
-    chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
-    table = table[table["frame_key"].isin(set(chosen["frame_key"]))].reset_index(drop=True)
-    return table, boxes[boxes["frame_key"].isin(set(table["frame_key"])) & (boxes["class_name"] == "person")]
-
-
 @dg.asset(partitions_def=monthly_partitions, deps=[candidate_model], group_name="retraining", kinds={"json"})
 def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonConfig,
                          store: ArtifactStore) -> dg.MaterializeResult:
@@ -354,13 +341,15 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
     the month's labelled hard examples (held out; trained-on ones shown, not gated). Paired bootstrap
     by video of the recall and best-confidence differences (candidate - production)."""
     month = _month(context)
-    card = _month_candidate(store, month)
+    card = month_candidate(store, month)
     production = month_parent(store, month)
-    frames, gt = comparison_frames(store, month)
+    month_hard = read_parquet(store, labels_key(month)) if store.exists(labels_key(month)) else None
+    chosen, boxes = read_primary_labels(store)
+    frames, gt = comparison_frames(read_split(store), month_hard, chosen, boxes)
     preds, inference = {}, {}
     with tempfile.TemporaryDirectory(prefix="lbzf-compare-") as tmp:
-        prod_weights = _weights_local(store, production, Path(tmp))
-        cand_weights = _candidate_weights(store, card, Path(tmp) / "candidate.pt")
+        prod_weights = registry.fetch_entry_weights(store, production, Path(tmp))
+        cand_weights = candidate_weights(store, card, Path(tmp) / "candidate.pt")
         for role, weights, own in (("production", prod_weights, production.get("imgsz") or 640),
                                    ("candidate", cand_weights, card["imgsz"])):
             preds[role], timing = detect(store, str(weights), frames, config.imgsz or int(own))
@@ -400,7 +389,7 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
               production.get("weights_sha256"), "subsets": subsets, "n_boot": config.n_boot, "seed": config.seed,
               "iou_threshold": config.iou_threshold, "cluster": "video_id", "inference": inference}
     key = keys.version_keys(card["version"]).report("comparison")
-    digest = _write_json(store, key, report)
+    digest = write_json(store, key, report)
     table = pd.DataFrame(rows)
     return dg.MaterializeResult(metadata={
         "candidate": card["version"], "production": str(production.get("version")),
@@ -423,99 +412,6 @@ class ShadowConfig(dg.Config):
     iou_threshold: float = 0.5
 
 
-def held_out_buffer_frames(store: ArtifactStore, month: str, exclude_within_s: float) -> pd.DataFrame:
-    """Buffer frames of the month (frame_key, video_id, camera, captured_at) that no trained hard
-    example shows: nothing within `exclude_within_s` of one on the same clip."""
-    frames = load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX)
-    if frames.empty:
-        return frames.assign(camera=[], captured_at=[])
-    parts = frames["frame_key"].str.split("/")
-    frames = frames.assign(camera=parts.str[2], day=parts.str[3], clip=parts.str[4])
-    frames = frames[frames["day"].str.startswith(month)].copy()
-    frames["captured_at"] = pd.to_datetime(frames["day"] + " " + frames["clip"].str[:2] + ":" +
-                                           frames["clip"].str[2:4] + ":" + frames["clip"].str[4:6], utc=True) + \
-        pd.to_timedelta(frames["actual_s"], unit="s")
-    hard = all_hard_labels(store, month)
-    trained = hard[hard["split"] == TRAIN]
-    if len(trained):
-        manifests = load_frame_manifests(store, keys.HARD_FRAMES_PREFIX)
-        trained = manifests[manifests["frame_key"].isin(set(trained["frame_key"]))]
-        near = frames.merge(trained[["video_id", "actual_s"]], on="video_id", suffixes=("", "_hard"))
-        near = near[(near["actual_s"] - near["actual_s_hard"]).abs() < exclude_within_s]
-        frames = frames[~frames["frame_key"].isin(set(near["frame_key"]))]
-    return frames.sort_values("captured_at").reset_index(drop=True)
-
-
-def _deploy_candidate_to_shadow(context, store: ArtifactStore, engine_builder: EngineBuilder, card: dict) -> dict:
-    """Production path: build the candidate's TensorRT engine on the Jetson and deploy it in shadow
-    mode. Where no engine can be built (a laptop) it says so and the shadow run is simulated."""
-    available, why = engine_builder.availability()
-    if not available:
-        return {"status": "not deployed", "reason": why}
-    version, name = card["version"], card["model"]
-    with tempfile.TemporaryDirectory(prefix="lbzf-shadow-engine-") as tmp:
-        folder = Path(tmp)
-        engine_local, sidecar_local, validation = _engine_files(context, store, engine_builder, card, folder)
-        if not validation.get("passed"):
-            why = validation.get("summary") or validation.get("reason") or "not validated"
-            context.log.warning(f"{name}'s engine is not deployed in shadow mode: it failed on-device validation: {why}")
-            return {"status": "built, not deployed", "engine_key": keys.engine_key(version),
-                    "reason": f"engine failed on-device validation against PyTorch: {why}"}
-        can_deploy, why_not = engine_builder.deploy_support()
-        if not can_deploy:
-            return {"status": "built, not deployed", "engine_key": keys.engine_key(version), "reason": why_not}
-        result = engine_builder.deploy_engine(engine_local, mode="shadow", metadata_path=sidecar_local)
-        context.log.info(f"{name} deployed in shadow mode: {result.to_metadata()}")
-        return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
-
-
-def _candidate_onnx(store: ArtifactStore, card: dict, folder: Path, frame_keys: list[str]) -> dict:
-    """The candidate as ONNX, with the same parity check as v0's (refused, and nothing stored, when it
-    disagrees with PyTorch). Made once; the device's shadow runner and the engine build start from it."""
-    where = keys.version_keys(card["version"])
-    if store.exists(where.onnx_meta) and store.exists(where.onnx):
-        meta = _json(store, where.onnx_meta)
-        if meta.get("source_sha256") == card["weights_sha256"]:
-            return meta
-    weights = _candidate_weights(store, card, folder / "onnx" / f"{card['model']}.pt")
-    return checked_onnx(store, weights, where, version=card["version"], imgsz=int(card["imgsz"]), n_classes=1,
-                        frame_keys=frame_keys, folder=folder / "onnx", source_sha256=card["weights_sha256"],
-                        require_parity=True)
-
-
-def _engine_files(context, store: ArtifactStore, engine_builder: EngineBuilder, card: dict,
-                  folder: Path) -> tuple[Path, Path, dict]:
-    """The candidate's engine and sidecar (built once from its parity-checked ONNX, validated on the
-    device against PyTorch, kept in the store beside its weights) and the validation record."""
-    version, name = card["version"], card["model"]
-    where = keys.version_keys(version)
-    key = where.engine
-    engine_local, sidecar_local = folder / f"{name}.engine", folder / f"{name}.engine.json"
-    if not store.exists(key):
-        onnx_path = folder / f"{name}.onnx"
-        store.download_file(where.onnx, onnx_path)
-        if sha256_file(onnx_path) != _json(store, where.onnx_meta)["onnx_sha256"]:
-            raise registry.RegistryError(where.onnx, "onnx_sha256", sha256_file(onnx_path),
-                                         "re-run candidate_model: it exports and checks the candidate's ONNX",
-                                         problem="ONNX differs from its parity record")
-        built = engine_builder.build(onnx_path, folder / "out", engine_name=name)
-        if not built.built:
-            raise RuntimeError(f"engine for {version} not built: {built.reason}")
-        weights = _candidate_weights(store, card, folder / f"{name}.pt")
-        validation = validate_engine(context.log, store, engine_builder, weights, int(card["imgsz"]),
-                                     Path(built.engine_path), folder, frames=16, iterations=10, delta=DEFAULT_DELTA)
-        sidecar = (json.loads(Path(built.metadata_path).read_text()) if built.metadata_path and
-                   Path(built.metadata_path).exists() else built.to_metadata())
-        sidecar.update({"validation": validation, "onnx_key": where.onnx})
-        store.upload_file(Path(built.engine_path), key)
-        store.write_bytes(key + ".json", json.dumps(sidecar, indent=2, default=str).encode())
-    store.download_file(key, engine_local)
-    store.download_file(key + ".json", sidecar_local)
-    validation = json.loads(sidecar_local.read_text()).get("validation") or {"passed": False,
-                                                                             "reason": "no validation recorded"}
-    return engine_local, sidecar_local, validation
-
-
 @dg.asset(partitions_def=monthly_partitions, deps=[candidate_comparison], group_name="retraining", kinds={"json"})
 def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store: ArtifactStore,
                   engine_builder: EngineBuilder, shadow_policy: ShadowPolicy) -> dg.MaterializeResult:
@@ -524,19 +420,21 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     shadow/<version>/logs/; with simulate: true, replays held-out buffer frames through both models
     to write those logs first."""
     month = _month(context)
-    card = _month_candidate(store, month)
+    card = month_candidate(store, month)
     production = month_parent(store, month)
     version = card["version"]
     prefix = keys.shadow_logs_prefix(version)
     check_simulation_allowed(config.simulate, shadow_policy.allow_simulated, "shadow_report")
-    deployment = _deploy_candidate_to_shadow(context, store, engine_builder, card)
+    deployment = deploy_candidate_to_shadow(context, store, engine_builder, card)
     files = [i.key for i in store.list_keys(prefix) if i.key.endswith((".parquet", ".jsonl", ".json"))]
     device_files = [k for k in files if not k.endswith(SIMULATED_FILE)]
     simulated = {}
     if config.simulate and device_files:
         context.log.warning(f"{len(device_files)} device log file(s) under {prefix}: not simulating")
     elif config.simulate:
-        frames = held_out_buffer_frames(store, month, config.exclude_within_s)
+        frames = held_out_buffer_frames(load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX),
+                                        _hard_labels(store, month), load_frame_manifests(store, keys.HARD_FRAMES_PREFIX),
+                                        month, config.exclude_within_s)
         if len(frames) > config.max_frames:
             frames = frames.iloc[[round(i * (len(frames) - 1) / (config.max_frames - 1))
                                   for i in range(config.max_frames)]]
@@ -545,8 +443,8 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
             for key in frames["frame_key"]:
                 paths.append(Path(tmp) / keys.package_file_name(key))
                 store.download_file(key, paths[-1])
-            prod_weights = _production_weights(store, production, Path(tmp))
-            cand_weights = _candidate_weights(store, card, Path(tmp) / "candidate.pt")
+            prod_weights = registry.fetch_entry_weights(store, production, Path(tmp))
+            cand_weights = candidate_weights(store, card, Path(tmp) / "candidate.pt")
             start = datetime.now(timezone.utc).replace(microsecond=0)
             logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
                                  {version: (str(cand_weights), int(card["imgsz"])),
@@ -566,7 +464,7 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
     report.update({"logs_prefix": prefix, "log_files": files, "source": source, "deployment": deployment,
                    **simulated})
     key = keys.version_keys(version).report("shadow_report")
-    digest = _write_json(store, key, report)
+    digest = write_json(store, key, report)
     per_camera = pd.DataFrame(report["per_camera"])
     if not files:
         context.log.warning(f"no shadow logs for {version} under {prefix}")
@@ -593,32 +491,6 @@ class PromotionConfig(config_from(PromotionThresholds, exclude=("gated_subsets",
         return to_settings(PromotionThresholds, self)
 
 
-def _deploy_production_engine(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
-    """Production path: put the version's engine in the Jetson's production slot (atomic there)."""
-    available, why = engine_builder.availability()
-    can_deploy, why_not = engine_builder.deploy_support()
-    if not available or not can_deploy:
-        return {"status": "pointer only", "reason": why if not available else why_not}
-    key = entry.get("engine_key")
-    if not key or not store.exists(key):
-        raise RuntimeError(f"no TensorRT engine for {entry['version']} in the store ({key}); the shadow step "
-                           "builds it on the Jetson: re-run shadow_report first")
-    with tempfile.TemporaryDirectory(prefix="lbzf-deploy-") as tmp:
-        engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
-        store.download_file(key, engine)
-        store.download_file(key + ".json", sidecar)
-        result = engine_builder.deploy_engine(engine, mode="production", metadata_path=sidecar)
-    context.log.info(f"{entry['version']} deployed to production on the device: {result.to_metadata()}")
-    return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
-
-
-def _with_engine(store: ArtifactStore, card: dict) -> dict:
-    key = keys.engine_key(card["version"])
-    if store.exists(key):
-        return {**card, "engine_key": key, "engine_sha256": sha256_bytes(store.read_bytes(key))}
-    return card
-
-
 def _checks_table(checks: list[dict]) -> dg.MetadataValue:
     rows = [{"refusal if failed": c["kind"], "subject": c["subject"], "value": str(c["value"]),
              "threshold": str(c["threshold"]), "passed": "yes" if c["passed"] else "NO"} for c in checks]
@@ -633,13 +505,13 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     Jetson's production slot) only when the comparison and the shadow run pass and the shadow period
     was long enough. Otherwise production is unchanged and every reason is listed."""
     month = _month(context)
-    card = _with_engine(store, _month_candidate(store, month))
+    card = with_engine(store, month_candidate(store, month))
     version = card["version"]
     before = registry.production(store)
     comparison_key = keys.version_keys(version).report("comparison")
     shadow_key = keys.version_keys(version).report("shadow_report")
-    comparison = _json(store, comparison_key) if store.exists(comparison_key) else None
-    shadow = _json(store, shadow_key) if store.exists(shadow_key) else None
+    comparison = read_json(store, comparison_key) if store.exists(comparison_key) else None
+    shadow = read_json(store, shadow_key) if store.exists(shadow_key) else None
     thresholds = replace(config.thresholds(), allow_simulated_shadow=shadow_policy.allow_simulated)
     decision = decide_promotion(comparison, shadow, thresholds, rolled_back_entry=registry.rolled_back(store, version),
                       candidate=version, production=str((before or {}).get("version")))
@@ -649,7 +521,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     elif decision.promote:
         why = (f"monthly cycle {month}: all {len(decision.checks)} checks passed (comparison on frozen test, "
                f"deployment test and held-out hard examples; {shadow_words(shadow)})")
-        deployment = _deploy_production_engine(context, store, engine_builder, card)
+        deployment = deploy_production_engine(context, store, engine_builder, card)
         pointer, changed = registry.promote(store, card, why=why, run_id=_run_id(context))
         outcome = "promoted" if changed else "already production"
     else:
@@ -660,7 +532,7 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
               "thresholds": thresholds.to_dict(), "production_before": (before or {}).get("version"),
               "production_after": (after or {}).get("version"), "run_id": context.run_id,
               "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "deployment": deployment}
-    _write_json(store, keys.version_keys(version).report("promotion"), record)
+    write_json(store, keys.version_keys(version).report("promotion"), record)
     metadata = {"decision": outcome, "candidate": version, "production_before": str(record["production_before"]),
                 "production_after": str(record["production_after"]), "changed": changed,
                 "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or
@@ -707,7 +579,7 @@ def production_pointer(context: dg.AssetExecutionContext, config: PointerConfig,
         pointer, changed = registry.rollback(store, why=reason, run_id=_run_id(context),
                                              to_version=config.to_version or None)
         if changed:
-            deployment = _deploy_production_engine(context, store, engine_builder, pointer)
+            deployment = deploy_production_engine(context, store, engine_builder, pointer)
         context.log.warning(f"rolled back production from {before.get('version')} to {pointer['version']}: {reason}")
     entry = registry.production(store)
     if entry is None:

@@ -121,7 +121,7 @@ def annotate_hard_examples(store, month: str, annotator: str = "sophia", seed: i
     exports land. Returns its key."""
     import numpy as np
 
-    from assets.common import read_parquet
+    from assets.store_io import read_parquet
     from pipeline import keys
     from demo.annotators import LabelledImage, careful, coco_export_zip
     from demo.generate import TRUTH_PREFIX

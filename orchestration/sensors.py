@@ -5,11 +5,11 @@ import json
 import dagster as dg
 
 from assets.buffer import clip_partition_key
-from assets.common import read_parquet
-from assets.retraining import task_name
+from assets.store_io import read_parquet
 from orchestration.partitions import buffer_clip_partitions
 from pipeline import keys
 from pipeline.buffer_listing import Backfill, BufferCursor, scan
+from pipeline.retraining import task_name
 from orchestration.jobs import annotations_job, buffer_frames_job, retraining_resume_job
 from resources.storage import ArtifactStore
 

@@ -124,3 +124,19 @@ def predictions_table(frame_key: str, detections: np.ndarray) -> pd.DataFrame:
         det = np.zeros((0, 6))
     return pd.DataFrame({"frame_key": [frame_key] * len(det), "x1": det[:, 0], "y1": det[:, 1], "x2": det[:, 2],
                          "y2": det[:, 3], "conf": det[:, 4]})
+
+
+VALIDATION_SPLIT = "val"
+
+
+def validation_frames(split: pd.DataFrame, chosen: pd.DataFrame, boxes: pd.DataFrame,
+                      n: int) -> tuple[list[str], pd.DataFrame]:
+    """Up to n labelled frames of the val split (evenly spread over the sorted keys) and their person
+    boxes; `chosen` and `boxes` are the main annotator's labels (pipeline.labels.primary_labels)."""
+    labelled = set(chosen["frame_key"])
+    pool = sorted(k for k in split.loc[split["split"] == VALIDATION_SPLIT, "frame_key"] if k in labelled)
+    if len(pool) > n:
+        step = len(pool) / n
+        pool = [pool[int(i * step)] for i in range(n)]
+    boxes = boxes[boxes["frame_key"].isin(set(pool)) & (boxes["class_name"] == "person")]
+    return pool, boxes[["frame_key", "x1", "y1", "x2", "y2"]].reset_index(drop=True)

@@ -175,7 +175,7 @@ def test_onnx_exported_checked_and_runs(demo):
 
 
 def test_engine_reports_why_it_did_not_build(demo):
-    from resources.engine_builder import LocalTensorRTEngineBuilder
+    from resources.engine import LocalTensorRTEngineBuilder
 
     available, how = LocalTensorRTEngineBuilder().availability()
     if available:

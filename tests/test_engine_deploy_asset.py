@@ -204,7 +204,7 @@ def weights(tmp_path_factory) -> Path:
 def seed_engine_store(store_root: Path, weights: Path, coco8: Path, *, label_conf: float = 0.005):
     """`seed_model_store` plus the split (coco8 train -> train, val -> val) and labels for the val
     frames: the PyTorch model's own boxes at conf >= label_conf (see the module docstring)."""
-    from assets.common import write_parquet
+    from assets.store_io import write_parquet
     from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY
     from pipeline.keys import BASE_SPLIT
     from pipeline.export import decode, load_torch_model, preprocess, torch_raw

@@ -204,7 +204,7 @@ def seed_model_store(store_root: Path, weights: Path, coco8: Path, imgsz: int = 
     Stage A frames (the coco8 images as frames of two 'videos')."""
     import pandas as pd
 
-    from assets.common import write_parquet
+    from assets.store_io import write_parquet
     from resources.storage import LocalArtifactStore
 
     store = LocalArtifactStore(root=str(store_root))

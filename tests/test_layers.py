@@ -96,3 +96,39 @@ def test_core_imports_no_dagster_assets_or_resources():
 def test_resources_and_assets_do_not_import_the_wiring():
     bad = layer_violations("resources") + layer_violations("assets")
     assert not bad, "only orchestration/ imports the layers above it:\n" + "\n".join(bad)
+
+
+# --------------------------------------------------------------------------- no private helpers across asset modules
+
+
+def private_imports(source: str, own_module: str) -> list[tuple[int, str]]:
+    """(line, "module.name") of every `_`-prefixed name a file takes from another asset module, by
+    `from assets.x import _name` (inside functions too) or by `assets.x._name`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and \
+                node.module.split(".")[0] == "assets" and node.module != own_module:
+            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names if a.name.startswith("_")]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = ast.unparse(node.value)
+            if owner.startswith("assets.") and owner != own_module:
+                found.append((node.lineno, f"{owner}.{node.attr}"))
+    return found
+
+
+def test_the_private_import_rule_sees_both_spellings():
+    source = ("from assets.models import _materialize_dataset, detect\n"
+              "def f():\n    from assets.retraining import _month_candidate\n"
+              "    import assets.export\n    return assets.export._selected_weights\n")
+    assert private_imports(source, "assets.experiments") == [
+        (1, "assets.models._materialize_dataset"), (3, "assets.retraining._month_candidate"),
+        (5, "assets.export._selected_weights")]
+    assert private_imports("from assets.models import _x\n", "assets.models") == []
+    assert private_imports("from assets.store_io import read_split\n", "assets.models") == []
+
+
+def test_asset_modules_take_no_private_helper_from_each_other():
+    bad = [f"{path.relative_to(ROOT)}:{line}: imports {name}" for path in sorted((ROOT / "assets").rglob("*.py"))
+           for line, name in private_imports(path.read_text(), ".".join(path.relative_to(ROOT).with_suffix("").parts))]
+    assert not bad, ("a helper two asset modules share is public, in the core (pipeline/) or in assets/store_io.py "
+                     "(store readers):\n" + "\n".join(bad))

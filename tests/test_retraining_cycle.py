@@ -278,7 +278,7 @@ def test_comparison_and_shadow_reports(cycle):
         assert record["backend"] == "torch" or record["parity"]["passed"]
     for role in ("production", "candidate"):
         assert comparison["inference"][role]["backend"] in ("onnxruntime", "torch")
-    from resources.engine_builder import LocalTensorRTEngineBuilder
+    from resources.engine import LocalTensorRTEngineBuilder
 
     available, how = LocalTensorRTEngineBuilder().availability()
     if available:
@@ -339,8 +339,8 @@ def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cy
     import shutil
     from types import SimpleNamespace
 
-    from assets.retraining import _deploy_candidate_to_shadow, _deploy_production_engine, _month_candidate, \
-        _with_engine
+    from assets.candidate_engine import deploy_candidate_to_shadow, deploy_production_engine, with_engine
+    from pipeline.retraining import month_candidate
     from pipeline.hashing import sha256_file
     from resources.engine import EngineBuilder, EngineBuildError, EngineBuildResult, EngineDeployResult, \
         EngineRunResult
@@ -394,25 +394,25 @@ def test_on_a_device_the_candidate_goes_to_the_shadow_slot_then_to_production(cy
     device = tmp_path / "jetson"
     jetson = StandInJetson(device_dir=str(device))
     context = SimpleNamespace(log=logging.getLogger("test"))
-    card = _month_candidate(store, MONTH)
+    card = month_candidate(store, MONTH)
     # an engine that fails its on-device validation against PyTorch never reaches the shadow slot
-    broken = _deploy_candidate_to_shadow(context, store, StandInJetson(device_dir=str(device), corrupt=True), card)
+    broken = deploy_candidate_to_shadow(context, store, StandInJetson(device_dir=str(device), corrupt=True), card)
     assert broken["status"] == "built, not deployed" and "failed on-device validation" in broken["reason"]
     assert not (device / "shadow").exists()
     for stale in ("models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine", "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine.json"):
         (root / stale).unlink()  # the failed build is replaced by a fresh one below
-    shadow = _deploy_candidate_to_shadow(context, store, jetson, card)
+    shadow = deploy_candidate_to_shadow(context, store, jetson, card)
     assert shadow["status"] == "deployed" and shadow["mode"] == "shadow"
     validation = json.loads((root / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine.json").read_text())["validation"]
     assert validation["status"] == "validated" and validation["passed"] is True
     stored = root / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.engine"
     assert (root / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.onnx").read_bytes()[:8]  # exported for real
     assert (device / "shadow/yolov8n_lbzf_v0.1.engine").read_bytes() == stored.read_bytes()
-    entry = _with_engine(store, card)
+    entry = with_engine(store, card)
     assert entry["engine_sha256"] == sha256_file(stored) and entry["engine_key"].endswith("v0.1.engine")
-    production = _deploy_production_engine(context, store, jetson, entry)
+    production = deploy_production_engine(context, store, jetson, entry)
     assert production["status"] == "deployed" and production["mode"] == "production"
     assert (device / "production/yolov8n_lbzf_v0.1.engine").read_bytes() == stored.read_bytes()
     # a version with no engine in the store is not promoted on a device: the pointer would lie
     with pytest.raises(RuntimeError, match="no TensorRT engine for v0 in the store"):
-        _deploy_production_engine(context, store, jetson, {"version": "v0", "engine_key": None})
+        deploy_production_engine(context, store, jetson, {"version": "v0", "engine_key": None})

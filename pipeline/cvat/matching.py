@@ -83,7 +83,7 @@ def _resolve_manifest(p: _Parsed, manifest: pd.DataFrame, shown: str,
     if numbers is not None and not ambiguous and not out:  # nothing matched by name: a video task's frames
         raise AnnotationError(p.img_src[i], "images.file_name", p.img_file[i],
                               "pass a frame manifest with the source_frame (and video_id) columns: the annotations "
-                              "asset does (assets/labels.py export_manifest)",
+                              "asset does (pipeline/labels.py export_manifest)",
                               problem="export of a CVAT video task (frames named frame_<number>) but the manifest "
                                       "has no frame numbers to match them by")
     raise AnnotationError(p.img_src[i], "images.file_name", p.img_file[i],

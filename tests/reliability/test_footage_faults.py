@@ -266,7 +266,7 @@ def test_bad_buffer_clip_is_quarantined_and_the_month_goes_on(fault, good_video,
     (record under quarantine/, warning naming it), samples from the good clips and counts what it left out."""
     import io
 
-    from assets.buffer import hard_examples
+    from assets.retraining import hard_examples
 
     root = tmp_path / "store"
     uploader = LocalArtifactStore(root=str(root), allow_source_writes=True)
