@@ -1,7 +1,6 @@
 """Plots an operator would rather look at than read, as markdown images in asset metadata."""
 
 import base64
-import io
 
 import dagster as dg
 import numpy as np
