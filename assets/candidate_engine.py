@@ -88,15 +88,16 @@ def engine_files(context, store: ArtifactStore, engine_builder: EngineBuilder, c
 
 
 def deploy_production_engine(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
-    """Production path: put the version's engine in the Jetson's production slot (atomic there)."""
+    """Production path: put a registry entry's engine in the Jetson's production slot (atomic there):
+    a promoted candidate, v0 at its launch, or the version a rollback returns to."""
     available, why = engine_builder.availability()
     can_deploy, why_not = engine_builder.deploy_support()
     if not available or not can_deploy:
         return {"status": "pointer only", "reason": why if not available else why_not}
     key = entry.get("engine_key")
     if not key or not store.exists(key):
-        raise RuntimeError(f"no TensorRT engine for {entry['version']} in the store ({key}); the shadow step "
-                           "builds it on the Jetson: re-run shadow_report first")
+        raise RuntimeError(f"no TensorRT engine for {entry['version']} in the store ({key}); build and validate it "
+                           "on the Jetson first (tensorrt_engine for v0, shadow_report for a monthly candidate)")
     with tempfile.TemporaryDirectory(prefix="lbzf-deploy-") as tmp:
         engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
         store.download_file(key, engine)

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from assets.candidate_engine import deploy_production_engine
 from assets.common import config_from, md_table, to_settings
 from assets.store_io import load_frame_manifests, read_selected, write_json
 from pipeline import keys, registry
@@ -174,7 +175,7 @@ def v0_launch(context: dg.AssetExecutionContext, config: LaunchConfig, store: Ar
     elif decision.promote:
         why = (f"launch of {version}: all {len(decision.checks)} checks passed against {before['version']} "
                f"(frozen test and deployment test; {shadow_words(shadow)})")
-        deployment = _deploy_production(context, store, engine_builder, entry)
+        deployment = deploy_production_engine(context, store, engine_builder, entry)
         _pointer, changed = registry.promote(store, entry, why=why, run_id=context.run.root_run_id or context.run_id)
         outcome = "launched" if changed else "already production"
     else:
@@ -198,22 +199,3 @@ def v0_launch(context: dg.AssetExecutionContext, config: LaunchConfig, store: Ar
         "current_model_version": registry.current_model_version(store),
         **({"device_deployment": dg.MetadataValue.json(deployment)} if deployment else {}),
         **simulated_warning((shadow or {}).get("source", "none"))})
-
-
-def _deploy_production(context, store: ArtifactStore, engine_builder: EngineBuilder, entry: dict) -> dict:
-    """Put v0's validated engine in the Jetson's production slot, where there is a Jetson to reach."""
-    can_deploy, why_not = engine_builder.deploy_support()
-    if not can_deploy:
-        return {"status": "pointer only", "reason": why_not}
-    key = entry.get("engine_key")
-    if not key:
-        raise registry.RegistryError(keys.model_keys(entry["model"]).folder, "engine", None,
-                                     "build and validate v0's engine first (tensorrt_engine)",
-                                     problem="no TensorRT engine for v0 in the store")
-    with tempfile.TemporaryDirectory(prefix="lbzf-launch-") as tmp:
-        engine, sidecar = Path(tmp) / Path(key).name, Path(tmp) / (Path(key).name + ".json")
-        store.download_file(key, engine)
-        store.download_file(key + ".json", sidecar)
-        result = engine_builder.deploy_engine(engine, mode="production", metadata_path=sidecar)
-    context.log.info(f"{entry['version']} deployed to production on the device: {result.to_metadata()}")
-    return {"status": "deployed", **{k: str(v) for k, v in result.to_metadata().items()}}
