@@ -21,7 +21,7 @@ import pandas as pd
 from assets.buffer import hard_examples
 from assets.common import (RecipeConfig, config_from, load_frame_manifests, md_table, read_parquet, to_settings,
                            write_parquet)
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, primary_labels, read_split
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, dataset_classes, primary_labels, read_classes, read_split
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
 from assets.engine_checks import checked_onnx, validate_engine
@@ -241,8 +241,9 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     with tempfile.TemporaryDirectory(prefix="lbzf-candidate-") as tmp:
         parent = _production_weights(store, production, Path(tmp))
         parent_sha = sha256_file(parent)
+        classes = read_classes(store)  # every class the labels were mapped to, person first
         identity = candidate_identity(month=month, parent_sha256=parent_sha, split_sha256=split_sha,
-                                      recipe=recipe.train_args())
+                                      recipe=recipe.train_args(), classes=classes)
         version, reused_version = registry.reserve_version(store, identity=identity, month=month)
         name = model_name(version)
         store.write_if_absent_or_same(keys.split_key(version), split_bytes)
@@ -258,16 +259,16 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             for key in rows["frame_key"]:
                 local.append(Path(tmp) / "src" / keys.package_file_name(key))
                 store.download_file(key, local[-1])
-            person_boxes = boxes[boxes["frame_key"].isin(set(rows["frame_key"])) & (boxes["class_name"] == "person")]
-            counts = write_yolo_dataset(root, rows.assign(local_path=[str(p) for p in local]), person_boxes,
-                                        ["person"], version=version, split_sha256=split_sha)
+            class_boxes = boxes[boxes["frame_key"].isin(set(rows["frame_key"])) & boxes["class_name"].isin(classes)]
+            counts = write_yolo_dataset(root, rows.assign(local_path=[str(p) for p in local]), class_boxes,
+                                        classes, version=version, split_sha256=split_sha)
             data_yaml = root / f"{dataset_name(version)}.yaml"
-            data_yaml.write_text(dataset_yaml(str(root.resolve()), ["person"], version=version,
+            data_yaml.write_text(dataset_yaml(str(root.resolve()), classes, version=version,
                                               split_sha256=split_sha, splits=sorted(counts)))
             store.write_bytes(keys.dataset_keys(version).yaml,
-                              dataset_yaml(keys.dataset_keys(version).folder.rstrip("/"), ["person"], version=version,
+                              dataset_yaml(keys.dataset_keys(version).folder.rstrip("/"), classes, version=version,
                                            split_sha256=split_sha, splits=sorted(counts)).encode())
-            write_parquet(store, keys.dataset_keys(version).labels, person_boxes)
+            write_parquet(store, keys.dataset_keys(version).labels, class_boxes)
             # one folder per candidate identity: a re-run of the same candidate resumes, another one never does
             result = trainer.fit(recipe, data_yaml, str(parent), trainer.run_dir(f"{name}-{identity[:12]}"),
                                  on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context,
@@ -478,7 +479,8 @@ def _candidate_onnx(store: ArtifactStore, card: dict, folder: Path, frame_keys: 
         if meta.get("source_sha256") == card["weights_sha256"]:
             return meta
     weights = _candidate_weights(store, card, folder / "onnx" / f"{card['model']}.pt")
-    return checked_onnx(store, weights, where, version=card["version"], imgsz=int(card["imgsz"]), n_classes=1,
+    return checked_onnx(store, weights, where, version=card["version"], imgsz=int(card["imgsz"]),
+                        n_classes=len(dataset_classes(store, card["version"])),
                         frame_keys=frame_keys, folder=folder / "onnx", source_sha256=card["weights_sha256"],
                         require_parity=True)
 
