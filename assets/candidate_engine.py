@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from assets.labels import dataset_classes
 from assets.engine_checks import checked_onnx, validate_engine
 from assets.store_io import read_json
 from pipeline import keys, registry
@@ -49,7 +50,8 @@ def candidate_onnx(store: ArtifactStore, card: dict, folder: Path, frame_keys: l
         if meta.get("source_sha256") == card["weights_sha256"]:
             return meta
     weights = candidate_weights(store, card, folder / "onnx" / f"{card['model']}.pt")
-    return checked_onnx(store, weights, where, version=card["version"], imgsz=int(card["imgsz"]), n_classes=1,
+    return checked_onnx(store, weights, where, version=card["version"], imgsz=int(card["imgsz"]),
+                        n_classes=len(dataset_classes(store, card["version"])),
                         frame_keys=frame_keys, folder=folder / "onnx", source_sha256=card["weights_sha256"],
                         require_parity=True)
 

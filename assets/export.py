@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.engine_checks import checked_onnx, validate_engine
+from assets.labels import dataset_classes
 from assets.store_io import read_parquet, read_selected, read_split
 from pipeline import keys, registry
 from pipeline.calibration import (DEFAULT_FRAMES, CalibrationError, CalibrationSet, require_int8_calibration,
@@ -33,8 +34,10 @@ def _name(selected: dict) -> str:
     return selected["model"] if selected["model"] != "off-shelf" else "yolov8n_offshelf"
 
 
-def _n_classes(selected: dict) -> int:
-    return 1 if selected.get("key") else 80
+def _n_classes(store: ArtifactStore, selected: dict) -> int:
+    """Our model's output classes are those of the dataset it was trained on; the off-the-shelf
+    detector's, COCO's 80."""
+    return len(dataset_classes(store, selected["version"])) if selected.get("key") else 80
 
 
 def _selected_weights(store: ArtifactStore, selected: dict, folder: Path) -> Path:
@@ -97,7 +100,7 @@ def onnx_model(context: dg.AssetExecutionContext, config: OnnxConfig, store: Art
         weights = _selected_weights(store, selected, folder)
         frames = read_parquet(store, keys.STAGE_A_MANIFEST)["frame_key"].head(config.parity_frames).tolist()
         meta = checked_onnx(store, weights, keys.model_keys(name), version=selected["version"],
-                            imgsz=int(selected["imgsz"]), n_classes=_n_classes(selected), frame_keys=frames,
+                            imgsz=int(selected["imgsz"]), n_classes=_n_classes(store, selected), frame_keys=frames,
                             folder=folder, opset=config.opset, box_tolerance_px=config.box_tolerance_px,
                             score_tolerance=config.score_tolerance, source_sha256=selected["sha256"])
         spec, report = meta["spec"], meta["parity"]

@@ -14,6 +14,7 @@ from assets.footage import plant_photo_frames, stage_a_sample, video_frames, vid
 from assets.store_io import load_frame_manifests, read_parquet, read_split, read_video_manifest, write_parquet
 from pipeline import keys
 from pipeline.agreement import box_agreement
+from pipeline.classes import DEFAULT_CLASSES, check_classes
 from pipeline.cvat import LabelMapping, read_export
 from pipeline.errors import AnnotationError, PipelineInputError
 from pipeline.hashing import sha256_bytes
@@ -36,6 +37,10 @@ DATA_VERSION = "v0"
 
 class AnnotationsConfig(dg.Config):
     label_mapping: dict[str, str] = {n: "person" for n in ("person", "people", "kid", "pedestrian", "player", "worker")}
+    # the detector's output classes, person first (class id 0); e.g. ["person", "no_helmet"] with
+    # label_mapping {"no helmet": "no_helmet", ...}. Recorded with the annotations: the dataset, training,
+    # evaluation and export read it from there.
+    classes: list[str] = list(DEFAULT_CLASSES)
     ignore_labels: list[str] = []
     clip_tolerance_px: float = 2.0
 
@@ -65,7 +70,8 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, st
     1.1" exports match by frame number within one of our videos: filed under
     annotations/incoming/video-<video_id>/<annotator>/, or else the export's <source> is the video's file
     name; every task frame must be one we extracted (task start frame and step lined up with ours)."""
-    mapping = LabelMapping(mapping=dict(config.label_mapping), classes=["person"], ignore=set(config.ignore_labels))
+    classes = check_classes(config.classes)
+    mapping = LabelMapping(mapping=dict(config.label_mapping), classes=classes, ignore=set(config.ignore_labels))
     videos = read_video_manifest(store) if store.exists(keys.VIDEO_MANIFEST) else None
     manifest = export_manifest(load_frame_manifests(store), videos)
     boxes, images, per_export = [], [], []
@@ -97,13 +103,38 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, st
         box_table = box_table[keep].reset_index(drop=True)
     box_sha = write_parquet(store, ANNOTATIONS_KEY, box_table)
     write_parquet(store, IMAGES_KEY, image_table)
+    store.write_bytes(keys.ANNOTATION_CLASSES, json.dumps({"classes": classes}, indent=2).encode())
+    per_class = box_table.groupby("class_name").size().reindex(classes, fill_value=0) if len(box_table) else \
+        pd.Series(0, index=classes)
     per_annotator = image_table.groupby("annotator").size().rename("frames").reset_index() if len(image_table) else \
         pd.DataFrame()
     return dg.MaterializeResult(metadata={
         "exports": len(exports), "boxes": len(box_table), "labelled_frames": int(image_table["frame_key"].nunique())
         if len(image_table) else 0, "per_export": md_table(pd.DataFrame(per_export)),
         "per_annotator": md_table(per_annotator), "sha256": box_sha, "uri": store.uri(ANNOTATIONS_KEY),
+        "classes": ", ".join(classes), "boxes_per_class": md_table(per_class.rename("boxes").rename_axis("class")
+                                                                    .reset_index()),
     })
+
+
+def read_classes(store: ArtifactStore) -> list[str]:
+    """The output class list the annotations were mapped to (a store labelled before it was
+    recorded: person alone)."""
+    if not store.exists(keys.ANNOTATION_CLASSES):
+        return list(DEFAULT_CLASSES)
+    return check_classes(json.loads(store.read_bytes(keys.ANNOTATION_CLASSES))["classes"], keys.ANNOTATION_CLASSES)
+
+
+def dataset_classes(store: ArtifactStore, version: str) -> list[str]:
+    """The classes the model of dataset `version` was trained on (its stored yaml's names, by id)."""
+    import yaml
+
+    key = keys.dataset_keys(version).yaml
+    if not store.exists(key):
+        raise PipelineInputError(key, "names", None, f"materialize the dataset of {version} (yolo_dataset, or the "
+                                 "month's candidate_model) first", problem="no dataset yaml for this model")
+    names = yaml.safe_load(store.read_bytes(key))["names"]
+    return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
 
 
 class AgreementConfig(dg.Config):
@@ -245,8 +276,10 @@ def near_duplicates_across_splits(context: dg.AssetCheckExecutionContext, config
 
 @dg.asset(deps=[dataset_split], group_name="labels", kinds={"yolo"})
 def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.MaterializeResult:
-    """images/ + labels/ per split and lbzf_person_v0.yaml, versioned with the split hash."""
+    """images/ + labels/ per split and lbzf_person_v0.yaml (every class the annotations were mapped
+    to, by class id), versioned with the split hash."""
     split = read_split(store)
+    classes = read_classes(store)
     split_sha = sha256_bytes(store.read_bytes(keys.split_key(DATA_VERSION)))
     chosen, boxes = primary_labels(read_parquet(store, IMAGES_KEY), read_parquet(store, ANNOTATIONS_KEY))
     frames = split.merge(chosen[["frame_key", "width", "height"]], on="frame_key", how="inner")
@@ -259,7 +292,7 @@ def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.
             store.download_file(key, path)
             local.append(str(path))
         out = root / "dataset"
-        counts = write_yolo_dataset(out, frames.assign(local_path=local), boxes, ["person"], version=DATA_VERSION,
+        counts = write_yolo_dataset(out, frames.assign(local_path=local), boxes, classes, version=DATA_VERSION,
                                     split_sha256=split_sha)
         written = set()
         for path in files_under(out):
@@ -268,7 +301,7 @@ def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.
     stale = [i.key for sub in ("images/", "labels/") for i in store.list_keys(prefix + sub) if i.key not in written]
     for key in stale:  # a frame of an earlier split revision that is no longer in this one
         store.delete(key)
-    text = dataset_yaml(prefix.rstrip("/"), ["person"], version=DATA_VERSION, split_sha256=split_sha,
+    text = dataset_yaml(prefix.rstrip("/"), classes, version=DATA_VERSION, split_sha256=split_sha,
                         splits=sorted(counts))
     yaml_key = keys.dataset_keys(DATA_VERSION).yaml
     store.write_bytes(yaml_key, text.encode())
@@ -276,5 +309,5 @@ def yolo_dataset(context: dg.AssetExecutionContext, store: ArtifactStore) -> dg.
     return dg.MaterializeResult(metadata={
         "yaml_uri": store.uri(yaml_key), "yaml_sha256": sha256_bytes(text.encode()), "split_sha256": split_sha,
         "per_split": md_table(pd.DataFrame(rows)), "images": int(sum(c["images"] for c in counts.values())),
-        "stale_files_removed": len(stale),
+        "stale_files_removed": len(stale), "classes": ", ".join(classes),
     })

@@ -11,11 +11,12 @@ import pydantic
 
 from assets.common import RecipeConfig, md_table
 from assets.footage import stage_a_sample
-from assets.labels import annotations, yolo_dataset
+from assets.labels import annotations, dataset_classes, yolo_dataset
 from assets.plots import confidence_histogram, confusion_figure, paired_plot, recall_by_operation, worst_frames
 from assets.store_io import labelled_set, materialize_dataset, read_parquet, read_split, write_parquet
 from assets.views import gap_views, speed_views, split_views, training_views
 from pipeline import keys
+from pipeline.classes import PERSON, name_detections, of_class, per_class_metrics
 from pipeline.coco_map import average_precision, precision_recall_at
 from pipeline.confusion import confusion_matrix
 from pipeline.detection_metrics import breakdown, cluster_bootstrap, per_frame, summary
@@ -38,11 +39,16 @@ MODEL_NAME = MODEL_KEYS.name
 MODEL_KEY = MODEL_KEYS.weights
 
 
-def detect(store: ArtifactStore, weights: str, frames: pd.DataFrame, imgsz: int) -> tuple[pd.DataFrame, dict]:
+def detect(store: ArtifactStore, weights: str, frames: pd.DataFrame, imgsz: int,
+           classes: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Person boxes on the frames (read from the store ahead of inference) and the pass's record:
-    ms per image and, under "backend", which backend/provider produced them with its parity proof."""
+    ms per image and, under "backend", which backend/provider produced them with its parity proof.
+    With `classes` (the model's own class list), every class's boxes, named (class_name)."""
     items = [(key, functools.partial(store.read_bytes, key)) for key in frames["frame_key"]]
-    return detect_persons(weights, items, imgsz=imgsz, **inference_settings().kwargs())
+    if classes is None:
+        return detect_persons(weights, items, imgsz=imgsz, **inference_settings().kwargs())
+    preds, speed = detect_persons(weights, items, imgsz=imgsz, person_class=None, **inference_settings().kwargs())
+    return name_detections(preds, classes, str(weights)), speed
 
 
 class StageAConfig(dg.Config):
@@ -219,17 +225,22 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     split = read_split(store)
     model_key = MODEL_KEY
     base = json.loads(store.read_bytes(keys.STAGE_A_REPORT))["weights"]
+    classes = dataset_classes(store, MODEL_VERSION)  # the model's own output classes, person first
     comparison, views, view_meta = None, {}, {}
     with tempfile.TemporaryDirectory(prefix="lbzf-eval-") as tmp:
         weights = fetch_weights(store, model_key, Path(tmp) / Path(model_key).name)
+        class_rows: list[dict] = []
         result, tables = {"model": MODEL_NAME, "model_sha256": sha256_file(weights),
                           "split_sha256": sha256_bytes(store.read_bytes(keys.BASE_SPLIT)),
-                          "baseline_weights": base, "splits": {}}, []
+                          "baseline_weights": base, "classes": classes, "splits": {}}, []
         for name in ("val", "test", "deployment_test"):
-            frames, gt = labelled_set(store, set(split.loc[split["split"] == name, "frame_key"]))
+            frames, gt_all = labelled_set(store, set(split.loc[split["split"] == name, "frame_key"]), classes)
             if frames.empty:
                 continue
-            preds, speed = detect(store, str(weights), frames, config.imgsz)
+            preds_all, speed = detect(store, str(weights), frames, config.imgsz, classes)
+            # the headline measures, the per-frame table and the comparisons are person's (the gate's class);
+            # per_class and the confusion matrix cover every class
+            gt, preds = of_class(gt_all, PERSON), of_class(preds_all, PERSON)
             base_preds, base_frames = _baseline_predictions(store, base, frames, config.imgsz)
             table = per_frame(frames, gt, preds, iou_threshold=config.iou_threshold, fp_conf=config.fp_conf)
             ap = average_precision(gt, preds)
@@ -240,11 +251,11 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
                      "map50_95": ap["ap50_95"], "per_frame": summary(table),
                      "ci": cluster_bootstrap(table, n_boot=config.n_boot, seed=config.seed),
                      "per_operation": breakdown(table, "operation").to_dict("records"),
-                     "per_class": {"person": {"map50": ap["ap50"], "map50_95": ap["ap50_95"]}},
+                     "per_class": per_class_metrics(gt_all, preds_all, classes, config.fp_conf),
                      "conf_sweep": sweep, "operating_point": _operating_point(sweep), "speed_ms_per_image": speed}
-            extra, meta, flags = split_views(store, MODEL_KEYS, name, gt, preds, sweep=sweep,
+            extra, meta, flags = split_views(store, MODEL_KEYS, name, gt_all, preds_all, sweep=sweep,
                                              point=entry["operating_point"], conf=config.fp_conf,
-                                             iou_threshold=config.iou_threshold)
+                                             iou_threshold=config.iou_threshold, classes=classes)
             entry.update(extra)
             view_meta.update(meta)
             views[name] = (table, flags)
@@ -274,6 +285,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
                 view_meta.update(meta)
             tables.append({"split": name, "frames": len(frames), "P": pr["precision"], "R": pr["recall"],
                            "mAP50": ap["ap50"], "mAP50-95": ap["ap50_95"], "frame_recall": entry["per_frame"]["recall"]})
+            class_rows.extend({"split": name, "class": c, **m} for c, m in entry["per_class"].items())
     if "test" in views and "deployment_test" in views:
         result["domain_shift"], meta = gap_views(views["test"], views["deployment_test"], n_boot=config.n_boot,
                                                  seed=config.seed)
@@ -281,7 +293,8 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, stor
     data = json.dumps(result, indent=2, default=float).encode()
     key = MODEL_KEYS.report("eval")
     store.write_bytes(key, data)
-    metadata = {"uri": store.uri(key), "sha256": sha256_bytes(data), "per_split": md_table(pd.DataFrame(tables).round(4))}
+    metadata = {"uri": store.uri(key), "sha256": sha256_bytes(data), "per_split": md_table(pd.DataFrame(tables).round(4)),
+                "classes": ", ".join(classes), "per_class": md_table(pd.DataFrame(class_rows).round(4))}
     if comparison is not None:
         metadata["test_vs_baseline_by_operation"] = md_table(comparison.round(4))
         metadata["test_recall_difference_by_operation"] = paired_plot(comparison)

@@ -21,7 +21,7 @@ import pandas as pd
 from assets.buffer import buffer_footage
 from assets.candidate_engine import candidate_onnx, deploy_candidate_to_shadow, deploy_production_engine, with_engine
 from assets.common import RecipeConfig, config_from, extract_to_store, md_table, to_settings, write_package
-from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY
+from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, read_classes
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
 from assets.plots import confusion_figure
@@ -248,8 +248,9 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
     with tempfile.TemporaryDirectory(prefix="lbzf-candidate-") as tmp:
         parent = registry.fetch_entry_weights(store, production, Path(tmp))
         parent_sha = sha256_file(parent)
+        classes = read_classes(store)  # every class the labels were mapped to, person first
         identity = candidate_identity(month=month, parent_sha256=parent_sha, split_sha256=split_sha,
-                                      recipe=recipe.train_args())
+                                      recipe=recipe.train_args(), classes=classes)
         version, reused_version = registry.reserve_version(store, identity=identity, month=month)
         name = model_name(version)
         store.write_if_absent_or_same(keys.split_key(version), split_bytes)
@@ -265,16 +266,16 @@ def candidate_model(context: dg.AssetExecutionContext, config: CandidateConfig, 
             for key in rows["frame_key"]:
                 local.append(Path(tmp) / "src" / keys.package_file_name(key))
                 store.download_file(key, local[-1])
-            person_boxes = boxes[boxes["frame_key"].isin(set(rows["frame_key"])) & (boxes["class_name"] == "person")]
-            counts = write_yolo_dataset(root, rows.assign(local_path=[str(p) for p in local]), person_boxes,
-                                        ["person"], version=version, split_sha256=split_sha)
+            class_boxes = boxes[boxes["frame_key"].isin(set(rows["frame_key"])) & boxes["class_name"].isin(classes)]
+            counts = write_yolo_dataset(root, rows.assign(local_path=[str(p) for p in local]), class_boxes,
+                                        classes, version=version, split_sha256=split_sha)
             data_yaml = root / f"{dataset_name(version)}.yaml"
-            data_yaml.write_text(dataset_yaml(str(root.resolve()), ["person"], version=version,
+            data_yaml.write_text(dataset_yaml(str(root.resolve()), classes, version=version,
                                               split_sha256=split_sha, splits=sorted(counts)))
             store.write_bytes(keys.dataset_keys(version).yaml,
-                              dataset_yaml(keys.dataset_keys(version).folder.rstrip("/"), ["person"], version=version,
+                              dataset_yaml(keys.dataset_keys(version).folder.rstrip("/"), classes, version=version,
                                            split_sha256=split_sha, splits=sorted(counts)).encode())
-            write_parquet(store, keys.dataset_keys(version).labels, person_boxes)
+            write_parquet(store, keys.dataset_keys(version).labels, class_boxes)
             # one folder per candidate identity: a re-run of the same candidate resumes, another one never does
             result = trainer.fit(recipe, data_yaml, str(parent), trainer.run_dir(f"{name}-{identity[:12]}"),
                                  on_epoch=lambda row: context.log.info(f"{version} epoch {row}"), context=context,

@@ -73,14 +73,15 @@ def read_primary_labels(store: ArtifactStore) -> tuple[pd.DataFrame, pd.DataFram
     return primary_labels(read_parquet(store, keys.ANNOTATION_IMAGES), read_parquet(store, keys.ANNOTATIONS))
 
 
-def labelled_set(store: ArtifactStore, frame_keys: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Frames (with video, operation, camera) and their main-annotator person boxes."""
+def labelled_set(store: ArtifactStore, frame_keys: set[str] | None = None,
+                 classes: list[str] | tuple[str, ...] = ("person",)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Frames (with video, operation, camera) and their main-annotator boxes of `classes` (person)."""
     chosen, boxes = read_primary_labels(store)
     if frame_keys is not None:
         chosen = chosen[chosen["frame_key"].isin(frame_keys)]
     context = frame_context(load_frame_manifests(store), read_video_manifest(store))
     frames = chosen[["frame_key"]].merge(context, on="frame_key", how="left")
-    return frames, boxes[boxes["frame_key"].isin(set(frames["frame_key"])) & (boxes["class_name"] == "person")]
+    return frames, boxes[boxes["frame_key"].isin(set(frames["frame_key"])) & boxes["class_name"].isin(list(classes))]
 
 
 def read_selected(store: ArtifactStore) -> dict:

@@ -10,6 +10,7 @@ import pandas as pd
 from assets.common import md_table
 from assets.plots import image_md
 from pipeline import figures, keys
+from pipeline.classes import PERSON, of_class
 from pipeline.confusion import confusion_matrix
 from pipeline.curves import match_flags, pr_curve, pr_table
 from pipeline.domain_shift import domain_shift_gap
@@ -26,8 +27,10 @@ def split_views(store: ArtifactStore, model: keys.ModelKeys, split: str, gt: pd.
                 sweep: list[dict], point: dict, conf: float, iou_threshold: float,
                 classes: list[str] | None = None) -> tuple[dict, dict, pd.DataFrame]:
     """Store and render one split's figures under the model's figures/ folder. Returns (report entry
-    additions, metadata, per-detection match flags for the domain-shift gap)."""
+    additions, metadata, per-detection match flags for the domain-shift gap). The confusion matrix
+    covers every class of `classes` (default person); the curves are person's, as the sweep is."""
     cm = confusion_matrix(gt, preds, classes, conf=conf, iou_threshold=iou_threshold)
+    gt, preds = of_class(gt, PERSON), of_class(preds, PERSON)
     cm_json = _put(store, model.figure(f"confusion_{split}", "json"), json.dumps(cm, indent=2).encode())
     cm_png = figures.confusion_png(cm, f"{split}: conf >= {conf:.2f}, IoU >= {iou_threshold:.2f}")
     _put(store, model.figure(f"confusion_{split}"), cm_png)

@@ -18,7 +18,7 @@ import pandas as pd
 from pipeline.inference.postprocess import postprocess
 from pipeline.inference.prefetch import Source, decode_frame, prefetch
 
-COLUMNS = ["frame_key", "x1", "y1", "x2", "y2", "conf"]
+COLUMNS = ["frame_key", "x1", "y1", "x2", "y2", "conf", "class_id"]
 DEFAULT_IOU = 0.7  # Ultralytics predict's default
 PROOF_FRAMES = 8
 CPU_BATCH, GPU_BATCH = 4, 16  # measured: on 2 CPU cores batches of 4 beat 1 and 16 (docs/benchmarks.md)
@@ -58,7 +58,7 @@ def open_pass_detector(weights: str | Path, frames: Sequence[tuple[str, Source]]
 
 def run_pass(detector, frames: Sequence[tuple[str, Source]], *, batch: int | None = None,
              prefetch_depth: int = 2) -> tuple[pd.DataFrame, dict]:
-    """Person boxes of every frame with an opened detector; timings per image (ms)."""
+    """Boxes of every frame (with the model's class id) with an opened detector; timings per image (ms)."""
     batch = batch or default_batch(detector.record.get("device"))
     rows, infer_s, post_s = [], 0.0, 0.0
     started = time.perf_counter()
@@ -72,7 +72,7 @@ def run_pass(detector, frames: Sequence[tuple[str, Source]], *, batch: int | Non
             post_s += time.perf_counter() - t1
             infer_s += t1 - t0
             for key, det in zip(b.keys, dets):
-                rows.extend([key, *map(float, d[:5])] for d in det)
+                rows.extend([key, *map(float, d[:5]), int(d[5])] for d in det)
     total = time.perf_counter() - started
     n = max(len(frames), 1)
     timing = {"inference": round(infer_s * 1000 / n, 3), "postprocess": round(post_s * 1000 / n, 3),
@@ -87,7 +87,7 @@ def detect_persons(weights: str | Path, frames: Sequence[tuple[str, Source]], *,
                    engine: str | Path | None = None, cache_dir: str | Path | None = None,
                    proof_frames: int = PROOF_FRAMES) -> tuple[pd.DataFrame, dict]:
     """Person detections for each (frame_key, source) - a path, JPEG bytes or a callable returning
-    them - and the pass's record: ms per image plus {"backend": which backend/provider, its parity
+    them - (every class's, with person_class=None; `class_id` is the model's class index) and the pass's record: ms per image plus {"backend": which backend/provider, its parity
     figures on this pass's frames, what was tried and why it was not used}."""
     frames = list(frames)
     detector = open_pass_detector(weights, frames, imgsz=imgsz, conf=conf, iou=iou, person_class=person_class,

@@ -93,6 +93,7 @@ def package_file_name(key: str) -> str:
 
 ANNOTATIONS = "annotations/normalized/annotations.parquet"
 ANNOTATION_IMAGES = "annotations/normalized/images.parquet"
+ANNOTATION_CLASSES = "annotations/normalized/classes.json"  # the output class list the labels were mapped to
 STAGE_A_PACKAGE = "annotations/packages/stage_a.zip"
 
 # --------------------------------------------------------------------------- datasets, per version

@@ -82,10 +82,15 @@ def dataset_name(version: str) -> str:
     return f"{DATASET_FAMILY}_{version}"
 
 
-def candidate_identity(*, month: str, parent_sha256: str, split_sha256: str, recipe: dict) -> str:
+def candidate_identity(*, month: str, parent_sha256: str, split_sha256: str, recipe: dict,
+                       classes: list[str] | None = None) -> str:
     """What makes two candidates the same model: the month, the weights trained from, the exact
-    training set and the recipe. The same identity reuses its version; anything else gets a new one."""
+    training set, the recipe and the output classes. The same identity reuses its version; anything
+    else gets a new one. (Person alone, the default, is left out of the hash: identities made before
+    classes were configurable stay the same.)"""
     doc = {"month": month, "parent_sha256": parent_sha256, "split_sha256": split_sha256, "recipe": recipe}
+    if classes is not None and list(classes) != ["person"]:
+        doc["classes"] = list(classes)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

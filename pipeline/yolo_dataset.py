@@ -29,6 +29,11 @@ def write_yolo_dataset(out_dir: Path, frames: pd.DataFrame, boxes: pd.DataFrame,
     included); `boxes`: frame_key, class_id, x1..y2 in pixels. Every image gets a label file (empty
     for a frame with nobody), so image and label stems are equal sets by construction."""
     out_dir = Path(out_dir)
+    outside = sorted(set(boxes["class_id"].astype(int)) - set(range(len(classes)))) if len(boxes) else []
+    if outside:
+        raise PipelineInputError("annotations", "class_id", outside[0], f"map every label to one of {classes} "
+                                 "(annotations config `classes` and `label_mapping`) and import the exports again",
+                                 problem="box of a class outside the dataset's class list")
     by_frame = {k: g for k, g in boxes.groupby("frame_key")}
     counts: dict[str, dict[str, int]] = {}
     for row in frames.itertuples():

@@ -200,14 +200,20 @@ def test_opset_is_configurable_and_checked(weights, tmp_path):
 
 
 def seed_model_store(store_root: Path, weights: Path, coco8: Path, imgsz: int = IMGSZ):
-    """A store holding what onnx_model reads: the selected (fine-tuned, 1-class) model and the
-    Stage A frames (the coco8 images as frames of two 'videos')."""
+    """A store holding what onnx_model reads: the selected (fine-tuned, 1-class) model, the yaml of
+    the dataset it was trained on (its class list) and the Stage A frames (the coco8 images as frames
+    of two 'videos')."""
     import pandas as pd
 
     from assets.store_io import write_parquet
+    from pipeline import keys
+    from pipeline.yolo_dataset import dataset_yaml
     from resources.storage import LocalArtifactStore
 
     store = LocalArtifactStore(root=str(store_root))
+    dataset = keys.dataset_keys("v0")
+    store.write_bytes(dataset.yaml, dataset_yaml(dataset.folder.rstrip("/"), ["person"], version="v0",
+                                                 split_sha256="0" * 64, splits=["train", "val"]).encode())
     weights_key = f"models/{MODEL_NAME}/{MODEL_NAME}.pt"
     publish_weights(store, weights, weights_key, producer="stage_b")  # as Stage B records its output
     store.write_bytes("models/selected_model.json", json.dumps({

@@ -6,7 +6,8 @@ LBZF_STORAGE_ROOT / DAGSTER_HOME / LBZF_TRAIN_DIR pointing there for the module'
 webserver serves that DAGSTER_HOME with the repo's workspace.yaml on a free loopback port. The demo
 build takes a few minutes; the checks after it take seconds.
 
-LBZF_UPDATE_SCREENSHOT=1 also writes the screenshot to docs/images/asset_graph.png.
+LBZF_UPDATE_SCREENSHOT=1 also writes the screenshots to docs/images/ (asset_graph.png, evaluation.png,
+preview.png).
 """
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from pathlib import Path
 import pytest
 
 try:  # tests/ as a package or as a plain rootdir-relative directory
+    from tests.chromium import Browser
     from tests.helpers import free_port
 except ImportError:  # pragma: no cover - depends on how pytest was started
+    from chromium import Browser
     from helpers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -229,3 +232,141 @@ def test_asset_graph_screenshot(webserver, tmp_path):
         target = REPO / "docs" / "images" / "asset_graph.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+# The UI shows a long markdown metadata value (an inline image is one) behind a "[Show Markdown]"
+# button that opens it in a dialog; these press it, as an operator would, and read the dialog.
+SHOW_MARKDOWN = """(() => { const row = Array.from(document.querySelectorAll('tr')).find(
+    r => r.cells.length > 1 && r.cells[0].innerText.trim() === %s);
+  const button = row && Array.from(row.querySelectorAll('*')).find(
+    e => !e.children.length && e.textContent.trim() === '[Show Markdown]');
+  if (button) button.click();
+  return !!button; })()"""
+OPEN_DIALOG = """(() => { const d = document.querySelector('.bp5-dialog'); if (!d) return null;
+  const images = Array.from(d.querySelectorAll('img'));
+  if (!images.length || !images.every(i => i.complete && i.naturalWidth > 0)) return null;
+  const r = d.getBoundingClientRect();
+  return {title: d.innerText.trim().split('\\n')[0].trim(), text: d.innerText,
+          rect: {x: r.x, y: r.y, width: r.width, height: r.height},
+          images: images.map(i => ({src: i.src, width: i.naturalWidth, height: i.naturalHeight}))}; })()"""
+
+SETTLED = "document.getAnimations().every(a => a.playState !== 'running')"
+
+
+def _show_markdown(browser: Browser, label: str) -> dict:
+    """Open the metadata entry `label`'s dialog; what it shows once its images have loaded."""
+    assert browser.evaluate(SHOW_MARKDOWN % json.dumps(label)), f"no [Show Markdown] for {label}"
+    browser.wait_for(OPEN_DIALOG, what=f"the dialog of {label} with its images loaded")
+    browser.wait_for(SETTLED, what="the dialog's opening transition over")
+    dialog = browser.evaluate(OPEN_DIALOG)  # its place once it has stopped moving
+    assert dialog["title"] == label, (dialog["title"], label)
+    return dialog
+
+
+def _close_dialog(browser: Browser) -> None:
+    for kind in ("keyDown", "keyUp"):
+        browser.call("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape", windowsVirtualKeyCode=27)
+    browser.wait_for("!document.querySelector('.bp5-overlay-open, .bp5-dialog') && " + SETTLED,
+                     what="the dialog closed")
+
+
+def _image_bytes(src: str) -> bytes:
+    match = re.fullmatch(r"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)", src)
+    assert match, src[:80]
+    return base64.b64decode(match[1])
+
+
+def _not_blank(path: Path, min_colours: int = 200) -> None:
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    counts = sorted((n for n, _ in image.getcolors(maxcolors=image.size[0] * image.size[1])), reverse=True)
+    pixels = image.size[0] * image.size[1]
+    assert counts and counts[0] / pixels < 0.95, f"{path.name} is (almost) a single colour"
+    assert len(counts) > min_colours, (path.name, len(counts))
+
+
+def _update(shot: Path, name: str, colours: int | None = None) -> None:
+    """With LBZF_UPDATE_SCREENSHOT=1, the screenshot becomes docs/images/<name> (a photo-heavy one
+    reduced to `colours` colours, a third of the bytes)."""
+    from PIL import Image
+
+    if os.environ.get("LBZF_UPDATE_SCREENSHOT") == "1":
+        target = REPO / "docs" / "images" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if colours:
+            Image.open(shot).convert("RGB").quantize(colors=colours, method=Image.Quantize.MEDIANCUT,
+                                                     dither=Image.Dither.NONE).save(target, optimize=True)
+        else:
+            shutil.copyfile(shot, target)
+
+
+EVALUATION_VIEWS = {"confusion_matrix_test": "confusion_test", "pr_f1_curves_test": "pr_f1_test",
+                    "domain_shift_gap": None}  # metadata label -> the stored figure it shows
+
+
+@pytest.mark.seed_views
+def test_evaluation_figures_screenshot(webserver, demo_home, tmp_path):
+    """evaluation's page: the confusion matrix, the PR/F1 curves and the domain-shift gap, each opened
+    from its metadata row; the images the UI shows are the figures the store holds."""
+    from PIL import Image
+
+    from pipeline import keys
+
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium not found: install Debian's chromium package (scripts/setup.sh does, as root)")
+    assert graphql(webserver, "mutation { setNuxSeen }")["setNuxSeen"] is True
+    panels = []
+    with Browser(chromium, tmp_path / "profile", width=1600, height=1200) as browser:
+        browser.open(webserver + "/assets/evaluation")
+        browser.wait_for("document.body.innerText.includes('domain_shift_gap')", what="evaluation's metadata")
+        header = browser.screenshot(tmp_path / "header.png", clip={"x": 0, "y": 0, "width": 1600, "height": 90})
+        for label, figure in EVALUATION_VIEWS.items():
+            dialog = _show_markdown(browser, label)
+            (image,) = dialog["images"]
+            shown = _image_bytes(image["src"])
+            if figure is not None:
+                stored = demo_home / "store" / keys.version_keys("v0").figure(figure)
+                assert shown == stored.read_bytes(), f"{label} does not show {stored}"
+            assert image["width"] >= 300 and image["height"] >= 200, (label, image["width"], image["height"])
+            rect = dialog["rect"]
+            assert rect["y"] + rect["height"] <= 1200, f"{label}'s dialog does not fit the window: {rect}"
+            panels.append(browser.screenshot(tmp_path / f"{label}.png", clip=rect))
+            _close_dialog(browser)
+
+    crops = [Image.open(p).convert("RGB") for p in panels]
+    x = int(dialog["rect"]["x"])  # the page's header (the asset's name, its tabs) above, as wide as the dialogs
+    crops.insert(0, Image.open(header).convert("RGB").crop((x, 0, x + crops[0].size[0], 90)))
+    gap = 12
+    sheet = Image.new("RGB", (max(c.size[0] for c in crops), sum(c.size[1] for c in crops) + gap * (len(crops) - 1)),
+                      (229, 231, 235))
+    y = 0
+    for crop in crops:
+        sheet.paste(crop, (0, y))
+        y += crop.size[1] + gap
+    shot = tmp_path / "evaluation.png"
+    sheet.save(shot, optimize=True)
+    _not_blank(shot)
+    _update(shot, "evaluation.png")
+
+
+@pytest.mark.seed_views
+def test_preview_contact_sheet_screenshot(webserver, demo_home, tmp_path):
+    """video_preview's page with its contact sheet open: the stored JPEG, boxes drawn on the frames."""
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium not found: install Debian's chromium package (scripts/setup.sh does, as root)")
+    assert graphql(webserver, "mutation { setNuxSeen }")["setNuxSeen"] is True
+    with Browser(chromium, tmp_path / "profile") as browser:
+        browser.open(webserver + "/assets/video_preview")
+        browser.wait_for("document.body.innerText.includes('contact_sheet')", what="video_preview's metadata")
+        dialog = _show_markdown(browser, "contact_sheet")
+        (image,) = dialog["images"]
+        stored = re.search(r"stored: (file://\S+contact_sheet\.jpg)", dialog["text"])
+        assert stored, dialog["text"][-300:]
+        assert _image_bytes(image["src"]) == Path(stored[1][len("file://"):]).read_bytes()
+        assert image["width"] >= 320, image
+        shot = browser.screenshot(tmp_path / "preview.png")
+    _not_blank(shot)
+    _update(shot, "preview.png", colours=256)
