@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from assets.common import FRAME_COLUMNS, read_parquet, write_parquet
+from assets.common import FRAME_COLUMNS
+from assets.store_io import read_parquet, write_parquet
 from pipeline import keys
 from pipeline.errors import PipelineInputError
 from pipeline.hashing import sha256_bytes
