@@ -29,26 +29,34 @@ def _log_tail(text: str, lines: int = _LOG_TAIL_LINES, chars: int = _LOG_TAIL_CH
     return tail[-chars:]
 
 
-def _check_engine_name(engine_name: str) -> None:
+def _check_engine_name(engine_name: str, out_dir: Path | None = None) -> None:
     if not _ENGINE_NAME_RE.match(engine_name or ""):
+        target = f"{engine_name}.engine" if out_dir is None else str(Path(out_dir) / f"{engine_name}.engine")
         raise EngineBuildError(f"invalid engine name {engine_name!r}.",
-                               remedy="use letters, digits, '.', '_' or '-' (e.g. 'yolov8n_person_2025-06').")
+                               remedy="use letters, digits, '.', '_' or '-' (e.g. 'yolov8n_person_2025-06').",
+                               file=target, field="engine_name", value=engine_name)
 
 
-def _check_build_inputs(onnx_path: Path, precision: str, int8_calib_cache: Path | None, engine_name: str) -> None:
-    _check_engine_name(engine_name)
+def _check_build_inputs(onnx_path: Path, precision: str, int8_calib_cache: Path | None, engine_name: str,
+                        out_dir: Path | None = None) -> None:
+    """Refuse a build request before anything runs; the errors name the ONNX (or the calibration cache)."""
+    _check_engine_name(engine_name, out_dir)
     if precision not in PRECISIONS:
-        raise EngineBuildError(f"unknown precision {precision!r}.", remedy=f"use one of {', '.join(PRECISIONS)}.")
+        raise EngineBuildError(f"unknown precision {precision!r}.", remedy=f"use one of {', '.join(PRECISIONS)}.",
+                               file=onnx_path, field="precision", value=precision)
     if precision == "int8":
         if int8_calib_cache is None:
             raise EngineBuildError(
                 "INT8 engine refused: no calibration cache given; an uncalibrated INT8 engine loses accuracy silently.",
-                remedy="pass int8_calib_cache=<calibration cache built from representative frames>, or use precision='fp16'.")
+                remedy="pass int8_calib_cache=<calibration cache built from representative frames>, or use precision='fp16'.",
+                file=onnx_path, field="int8_calib_cache", value=None)
         if not Path(int8_calib_cache).is_file():
             raise EngineBuildError(f"INT8 engine refused: calibration cache {int8_calib_cache} does not exist.",
-                                   remedy="point int8_calib_cache at an existing calibration cache file.")
+                                   remedy="point int8_calib_cache at an existing calibration cache file.",
+                                   file=int8_calib_cache, field="int8_calib_cache", value=str(int8_calib_cache))
     if not Path(onnx_path).is_file():
-        raise EngineBuildError(f"ONNX model {onnx_path} does not exist.", remedy="export the model to ONNX first.")
+        raise EngineBuildError(f"ONNX model {onnx_path} does not exist.", remedy="export the model to ONNX first.",
+                               file=onnx_path, field="onnx_path", value=str(onnx_path))
 
 
 def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
@@ -116,7 +124,8 @@ class EngineBuilder(dg.ConfigurableResource, abc.ABC):
         """Run the engine on each input tensor where it was built; raw outputs and latencies."""
         ok, why = self.inference_support()
         raise EngineBuildError(f"cannot run {Path(engine_path).name}: {why}.",
-                               remedy="validate on the device the engine was built on (the Jetson over SSH).")
+                               remedy="validate on the device the engine was built on (the Jetson over SSH).",
+                               file=engine_path, field="engine_builder", value=type(self).__name__)
 
     def deploy_support(self) -> tuple[bool, str]:
         """(True, where) when `deploy_engine` can push an engine to a device, else (False, why not)."""
@@ -129,7 +138,8 @@ class EngineBuilder(dg.ConfigurableResource, abc.ABC):
         refuses an engine whose versions do not match the device's unless ``check_compat`` is False."""
         ok, why = self.deploy_support()
         raise EngineBuildError(f"cannot deploy {Path(engine_path).name} ({mode}): {why}.",
-                               remedy="deploy from a deployment with a device (DAGSTER_DEPLOYMENT=prod).")
+                               remedy="deploy from a deployment with a device (DAGSTER_DEPLOYMENT=prod).",
+                               file=engine_path, field="engine_builder", value=type(self).__name__)
 
 
 class UnavailableEngineBuilder(EngineBuilder):

@@ -34,20 +34,24 @@ class JetsonDeploy:
         """
         engine_path = Path(engine_path)
         if mode not in DEPLOY_MODES:
-            raise EngineBuildError(f"unknown deploy mode {mode!r}.", remedy=f"use one of {', '.join(DEPLOY_MODES)}.")
+            raise EngineBuildError(f"unknown deploy mode {mode!r}.", remedy=f"use one of {', '.join(DEPLOY_MODES)}.",
+                                   file=engine_path, field="mode", value=mode)
         if not engine_path.is_file():
-            raise EngineBuildError(f"engine {engine_path} does not exist.", remedy="build the engine first.")
+            raise EngineBuildError(f"engine {engine_path} does not exist.", remedy="build the engine first.",
+                                   file=engine_path, field="engine_path", value=str(engine_path))
         metadata_path = Path(metadata_path) if metadata_path else _engine_sidecar(engine_path)
         if not metadata_path.is_file():
             raise EngineBuildError(f"engine metadata {metadata_path} does not exist; cannot tell which TensorRT "
                                    "built the engine.", remedy="deploy engines made by an EngineBuilder (they write "
-                                   "the <engine>.json sidecar), or pass metadata_path.")
+                                   "the <engine>.json sidecar), or pass metadata_path.",
+                                   file=metadata_path, field="metadata_path", value=str(metadata_path))
         meta = json.loads(metadata_path.read_text(encoding="utf-8"))
         local_sha = sha256_file(engine_path)
         if meta.get("engine_sha256") and meta["engine_sha256"] != local_sha:
             raise EngineBuildError(f"{engine_path} (sha256 {local_sha}) is not the engine described by {metadata_path} "
                                    f"(sha256 {meta['engine_sha256']}); refusing to deploy.",
-                                   remedy="rebuild the engine, or restore the matching file.", host=self.host)
+                                   remedy="rebuild the engine, or restore the matching file.", host=self.host,
+                                   file=metadata_path, field="engine_sha256", value=meta["engine_sha256"])
         name = engine_path.name
         q = shlex.quote
         dest_dir = posixpath.join(self.effective_remote_dir, mode)
@@ -59,7 +63,7 @@ class JetsonDeploy:
         with self._session() as client:
             device_versions = self.probe_versions(client)
             if check_compat:
-                check_engine_compatible(meta, device_versions)
+                check_engine_compatible(meta, device_versions, sidecar=metadata_path)
             deployed_meta = dict(meta, deployed_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                  deploy_mode=mode, deployed_to=self.host, device_versions=device_versions)
             sftp = client.open_sftp()
@@ -75,11 +79,14 @@ class JetsonDeploy:
                         digests = self._remote_sha256(client, tmp_engine, tmp_meta, optional=(dest,),
                                                       what=f"verifying the upload of {name}")
                         if digests[tmp_engine] != local_sha or digests[tmp_meta] != meta_sha:
+                            bad, want = ((tmp_engine, local_sha) if digests[tmp_engine] != local_sha
+                                         else (tmp_meta, meta_sha))
                             raise EngineBuildError(
-                                f"upload of {name} to {self._where}:{dest_dir} is damaged (remote sha256 "
-                                f"{digests[tmp_engine]}, local {local_sha}); the deployed {mode} engine was left "
+                                f"upload of {name} to {self._where}:{dest_dir} is damaged ({posixpath.basename(bad)}: "
+                                f"remote sha256 {digests[bad]}, local {want}); the deployed {mode} engine was left "
                                 "unchanged.", remedy="retry the deploy; check free disk space on the device and "
-                                "the network.", host=self.host)
+                                "the network.", host=self.host, file=f"{self._where}:{bad}", field="sha256",
+                                value=digests[bad])
                     except BaseException:
                         self._sftp_remove_quietly(sftp, tmp_engine, tmp_meta)
                         raise
@@ -109,7 +116,7 @@ class JetsonDeploy:
             if final_sha != local_sha:
                 raise EngineBuildError(f"after the swap, {self._where}:{dest} has sha256 {final_sha}, expected "
                                        f"{local_sha}.", remedy=f"roll back on the device: mv {dest}.previous {dest}",
-                                       host=self.host)
+                                       host=self.host, file=f"{self._where}:{dest}", field="sha256", value=final_sha)
         return EngineDeployResult(mode=mode, host=self.host, remote_path=dest, engine_sha256=local_sha, changed=True,
                                   previous_path=(dest + ".previous") if current_sha else None,
                                   previous_sha256=current_sha, device_versions=device_versions)

@@ -115,7 +115,7 @@ class JetsonSSHEngineBuilder(SSHTransport, JetsonDeploy, EngineBuilder):
     def build(self, onnx_path: Path, out_dir: Path, *, engine_name: str, precision: str = "fp16",
               int8_calib_cache: Path | None = None, workspace_mb: int = 2048) -> EngineBuildResult:
         onnx_path, out_dir = Path(onnx_path), Path(out_dir)
-        _check_build_inputs(onnx_path, precision, int8_calib_cache, engine_name)
+        _check_build_inputs(onnx_path, precision, int8_calib_cache, engine_name, out_dir)
         onnx_sha = sha256_file(onnx_path)
         calib_sha = sha256_file(int8_calib_cache) if precision == "int8" and int8_calib_cache else ""
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,8 @@ class JetsonSSHEngineBuilder(SSHTransport, JetsonDeploy, EngineBuilder):
                     if digests[remote] != sha:
                         raise EngineBuildError(f"{local.name} uploaded to {self._where}:{remote} is damaged (sha256 "
                                                f"{digests[remote]} != local {sha}).",
-                                               remedy="retry; check free disk space on the device.", host=self.host)
+                                               remedy="retry; check free disk space on the device.", host=self.host,
+                                               file=self._remote(remote), field="sha256", value=digests[remote])
 
                 args = [self.trtexec_path, f"--onnx={r_onnx}", f"--saveEngine={r_engine_tmp}",
                         f"--memPoolSize=workspace:{int(workspace_mb)}"]
@@ -168,7 +169,9 @@ class JetsonSSHEngineBuilder(SSHTransport, JetsonDeploy, EngineBuilder):
                         remedy=("read the log tail; check the ONNX opset/shapes are supported by TensorRT "
                                 f"{versions.get('tensorrt', UNKNOWN)} on the device, and free memory/disk there"
                                 + (", or raise command_timeout_s." if rc == 124 else ".")),
-                        host=self.host, log_tail=_log_tail(log))
+                        host=self.host, log_tail=_log_tail(log), file=onnx_path,
+                        field="command_timeout_s" if rc == 124 else "trtexec exit status",
+                        value=limit if rc == 124 else rc)
                 try:
                     size = sftp.stat(r_engine_tmp).st_size
                 except OSError:
@@ -176,7 +179,8 @@ class JetsonSSHEngineBuilder(SSHTransport, JetsonDeploy, EngineBuilder):
                 if not size:
                     raise EngineBuildError(f"trtexec on {self._where} exited 0 but wrote no engine at {r_engine_tmp}.",
                                            remedy="read the log tail; check free disk space on the device.",
-                                           host=self.host, log_tail=_log_tail(log))
+                                           host=self.host, log_tail=_log_tail(log),
+                                           file=self._remote(r_engine_tmp), field="size", value=size)
                 remote_sha = self._remote_sha256(client, r_engine, before=f"mv -f -- {q(r_engine_tmp)} {q(r_engine)}",
                                                  what="placing the built engine")[r_engine]
 
@@ -190,7 +194,8 @@ class JetsonSSHEngineBuilder(SSHTransport, JetsonDeploy, EngineBuilder):
                         raise EngineBuildError(
                             f"engine fetched from {self._where}:{r_engine} is damaged (local sha256 {local_sha} != "
                             f"remote {remote_sha}); nothing was written to {out_dir}.",
-                            remedy="retry the build; check the network and local disk.", host=self.host)
+                            remedy="retry the build; check the network and local disk.", host=self.host,
+                            file=self._remote(r_engine), field="sha256", value=local_sha)
                     os.replace(local_tmp, engine_path)
                 except BaseException:
                     with contextlib.suppress(OSError):
@@ -231,9 +236,11 @@ class JetsonSSHEngineBuilder(SSHTransport, JetsonDeploy, EngineBuilder):
         """
         engine_path = Path(engine_path)
         if not engine_path.is_file():
-            raise EngineBuildError(f"engine {engine_path} does not exist.", remedy="build the engine first.")
+            raise EngineBuildError(f"engine {engine_path} does not exist.", remedy="build the engine first.",
+                                   file=engine_path, field="engine_path", value=str(engine_path))
         if not inputs:
-            raise EngineBuildError("no input tensors to run the engine on.", remedy="pass at least one frame.")
+            raise EngineBuildError("no input tensors to run the engine on.", remedy="pass at least one frame.",
+                                   file=engine_path, field="inputs", value=len(inputs))
         q = shlex.quote
         vdir = posixpath.join(self.effective_remote_dir, "validation", uuid.uuid4().hex[:12])
         r_engine = posixpath.join(vdir, engine_path.name)
@@ -248,7 +255,8 @@ class JetsonSSHEngineBuilder(SSHTransport, JetsonDeploy, EngineBuilder):
                 if remote_sha != local_sha:
                     raise EngineBuildError(f"engine uploaded to {self._where}:{r_engine} is damaged (sha256 "
                                            f"{remote_sha} != local {local_sha}).",
-                                           remedy="retry; check free disk space on the device.", host=self.host)
+                                           remedy="retry; check free disk space on the device.", host=self.host,
+                                           file=self._remote(r_engine), field="sha256", value=remote_sha)
                 steps = []
                 with tempfile.TemporaryDirectory(prefix="lbzf-run-") as tdir:
                     for i, tensor in enumerate(inputs):
@@ -272,11 +280,15 @@ class JetsonSSHEngineBuilder(SSHTransport, JetsonDeploy, EngineBuilder):
                     raise EngineBuildError(f"running {engine_path.name} with trtexec on {self._where} {why}.",
                                            remedy="read the log tail; the engine must come from this device's TensorRT "
                                                   "and its input must be float32 [1, 3, imgsz, imgsz].",
-                                           host=self.host, log_tail=_log_tail(out))
+                                           host=self.host, log_tail=_log_tail(out), file=engine_path,
+                                           field="command_timeout_s" if rc == 124 else "trtexec exit status",
+                                           value=limit if rc == 124 else rc)
                 outputs, latencies = [], []
                 for i in range(len(inputs)):
-                    with sftp.open(posixpath.join(vdir, f"out_{i:05d}.json"), "r") as handle:
-                        outputs.append(parse_trtexec_output(handle.read().decode("utf-8", "replace"), output_name))
+                    r_out = posixpath.join(vdir, f"out_{i:05d}.json")
+                    with sftp.open(r_out, "r") as handle:
+                        outputs.append(parse_trtexec_output(handle.read().decode("utf-8", "replace"), output_name,
+                                                            source=self._remote(r_out)))
                     with sftp.open(posixpath.join(vdir, f"times_{i:05d}.json"), "r") as handle:
                         latencies.append(parse_trtexec_times(handle.read().decode("utf-8", "replace")))
             finally:

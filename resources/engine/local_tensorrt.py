@@ -89,7 +89,7 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
     def build(self, onnx_path: Path, out_dir: Path, *, engine_name: str, precision: str = "fp16",
               int8_calib_cache: Path | None = None, workspace_mb: int = 2048) -> EngineBuildResult:
         onnx_path, out_dir = Path(onnx_path), Path(out_dir)
-        _check_build_inputs(onnx_path, precision, int8_calib_cache, engine_name)
+        _check_build_inputs(onnx_path, precision, int8_calib_cache, engine_name, out_dir)
         ok, why = self.availability()
         if not ok:
             return EngineBuildResult(status="unavailable", reason=why, precision=precision,
@@ -142,12 +142,15 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
         except subprocess.TimeoutExpired as exc:
             raise EngineBuildError(f"trtexec on {host} did not finish within {self.command_timeout_s:.0f}s.",
                                    remedy="raise command_timeout_s or check the GPU is not busy.", host=host,
-                                   log_tail=_log_tail(str(exc.stdout or ""))) from exc
+                                   log_tail=_log_tail(str(exc.stdout or "")), file=onnx_path,
+                                   field="command_timeout_s", value=self.command_timeout_s) from exc
         log = (proc.stdout or "") + (proc.stderr or "")
         if proc.returncode != 0 or not engine_tmp.is_file() or engine_tmp.stat().st_size == 0:
             raise EngineBuildError(f"trtexec on {host} failed (exit status {proc.returncode}) building from {onnx_path}.",
                                    remedy="read the log tail; check the ONNX opset/shapes are supported by this TensorRT.",
-                                   host=host, log_tail=_log_tail(log))
+                                   host=host, log_tail=_log_tail(log), file=onnx_path,
+                                   **({"field": "trtexec exit status", "value": proc.returncode} if proc.returncode
+                                      else {"field": "engine size", "value": 0}))
         return log, precision
 
     def inference_support(self) -> tuple[bool, str]:
@@ -162,9 +165,15 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
         ok, why = self.inference_support()
         host = socket.gethostname()
         if not ok:
-            raise EngineBuildError(f"cannot run {Path(engine_path).name} here: {why}.", host=host)
+            raise EngineBuildError(f"cannot run {Path(engine_path).name} here: {why}.", host=host,
+                                   remedy="set use_trtexec=True with trtexec installed (trtexec_path), or validate "
+                                          "on the Jetson the engine was built on.",
+                                   file=engine_path, **({"field": "trtexec_path", "value": self.trtexec_path}
+                                                        if self.use_trtexec else
+                                                        {"field": "use_trtexec", "value": False}))
         if not inputs:
-            raise EngineBuildError("no input tensors to run the engine on.", remedy="pass at least one frame.")
+            raise EngineBuildError("no input tensors to run the engine on.", remedy="pass at least one frame.",
+                                   file=engine_path, field="inputs", value=len(inputs))
         outputs, latencies, log = [], [], ""
         with tempfile.TemporaryDirectory(prefix="lbzf-run-") as tdir:
             for i, tensor in enumerate(inputs):
@@ -178,13 +187,17 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
                 except subprocess.TimeoutExpired as exc:
                     raise EngineBuildError(f"trtexec on {host} did not finish running {Path(engine_path).name} within "
                                            f"{self.command_timeout_s:.0f}s.", host=host,
-                                           remedy="raise command_timeout_s or check the GPU is not busy.") from exc
+                                           remedy="raise command_timeout_s or check the GPU is not busy.",
+                                           file=engine_path, field="command_timeout_s",
+                                           value=self.command_timeout_s) from exc
                 log = (proc.stdout or "") + (proc.stderr or "")
                 if proc.returncode != 0:
                     raise EngineBuildError(f"trtexec on {host} failed (exit status {proc.returncode}) running "
                                            f"{Path(engine_path).name}.", host=host, log_tail=_log_tail(log),
-                                           remedy="read the log tail; the engine must come from this host's TensorRT.")
-                outputs.append(parse_trtexec_output((folder / f"out_{i:05d}.json").read_text(), output_name))
+                                           remedy="read the log tail; the engine must come from this host's TensorRT.",
+                                           file=engine_path, field="trtexec exit status", value=proc.returncode)
+                out_json = folder / f"out_{i:05d}.json"
+                outputs.append(parse_trtexec_output(out_json.read_text(), output_name, source=str(out_json)))
                 latencies.append(parse_trtexec_times((folder / f"times_{i:05d}.json").read_text()))
         return EngineRunResult(outputs=outputs, latency_ms=latencies, host=host, log_tail=_log_tail(log))
 
@@ -213,13 +226,15 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
             raise EngineBuildError(f"TensorRT {trt.__version__} on {host} could not parse {onnx_path}.",
                                    remedy="re-export the ONNX with an opset this TensorRT supports (e.g. opset 17).",
-                                   host=host, log_tail=_log_tail("\n".join(errors + lines)))
+                                   host=host, log_tail=_log_tail("\n".join(errors + lines)), file=onnx_path,
+                                   field="ONNX graph", value=errors[0] if errors else None)
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
             if any(d < 0 for d in tensor.shape):
                 raise EngineBuildError(
                     f"ONNX input {tensor.name!r} has dynamic shape {tuple(tensor.shape)}; this builder needs static shapes.",
-                    remedy="export with dynamic=False (fixed imgsz, batch 1).", host=host)
+                    remedy="export with dynamic=False (fixed imgsz, batch 1).", host=host, file=onnx_path,
+                    field=f"graph.input[{tensor.name}].shape", value=tuple(tensor.shape))
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
         actual = precision
@@ -231,14 +246,16 @@ class LocalTensorRTEngineBuilder(EngineBuilder):
         if precision == "int8":
             if not builder.platform_has_fast_int8:
                 raise EngineBuildError(f"INT8 requested but the GPU of {host} has no fast INT8.",
-                                       remedy="use precision='fp16'.", host=host)
+                                       remedy="use precision='fp16'.", host=host, file=onnx_path, field="precision",
+                                       value=precision)
             config.set_flag(trt.BuilderFlag.INT8)
             config.int8_calibrator = _cache_only_calibrator(trt, Path(calib))  # type: ignore[arg-type]
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise EngineBuildError(f"TensorRT {trt.__version__} on {host} failed to build an engine from {onnx_path}.",
                                    remedy="read the log tail (unsupported layer, workspace too small?).",
-                                   host=host, log_tail=_log_tail("\n".join(lines)))
+                                   host=host, log_tail=_log_tail("\n".join(lines)), file=onnx_path,
+                                   field="serialized engine", value=None)
         with open(engine_tmp, "wb") as handle:
             handle.write(bytes(serialized))
             handle.flush()

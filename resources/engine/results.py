@@ -7,6 +7,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from pipeline.errors import StructuredError
+
 PRECISIONS = ("fp16", "fp32", "int8")
 DEPLOY_MODES = ("shadow", "production")
 UNKNOWN = "unknown"
@@ -22,14 +24,30 @@ DEFAULT_UNAVAILABLE_REASON = (
 # --------------------------------------------------------------------------- results and errors
 
 
-class EngineBuildError(RuntimeError):
-    """An engine could not be built or deployed; the message names the host and a remedy."""
+_NO_VALUE = object()
 
-    def __init__(self, message: str, *, remedy: str = "", host: str | None = None, log_tail: str = ""):
+
+class EngineBuildError(StructuredError, RuntimeError):
+    """An engine could not be built, run or deployed: a structured error (pipeline/errors.py).
+
+    ``file`` is the file, key or setting that holds the problem (the ONNX, the engine, its sidecar, the
+    calibration cache, ``user@host:port:/remote/path`` on the Jetson, the SSH key or known_hosts file),
+    ``field`` the parameter, setting or record field (``precision``, ``int8_calib_cache``,
+    ``versions.tensorrt``, ``LBZF_JETSON_KEY_PATH``...), ``value`` what it held, ``remedy`` what to do.
+    ``value`` is only set when given (``None`` is a value: "not given"). Secrets never go in ``value``.
+    ``str(exc)`` is the message (which names the file), the remedy and the log tail.
+    """
+
+    def __init__(self, message: str, *, remedy: str = "", host: str | None = None, log_tail: str = "",
+                 file: str | Path = "", field: str = "", value: object = _NO_VALUE):
         self.problem = message
         self.remedy = remedy
         self.host = host
         self.log_tail = log_tail
+        self.file = str(file)
+        self.field = field
+        if value is not _NO_VALUE:
+            self.value = value
         text = message
         if remedy:
             text += f" Remedy: {remedy}"

@@ -59,15 +59,30 @@ class SSHTransport:
     def _probe_path(self, path: str) -> str:
         return (self.probe_root.rstrip("/") + path) if self.probe_root else path
 
-    def _config_problem(self) -> str | None:
+    def _remote(self, path: str) -> str:
+        """A remote path as the errors name it: ``user@host:port:/path``."""
+        return f"{self._where}:{path}"
+
+    def _config_error(self) -> EngineBuildError | None:
+        """The refusal for a setting that makes connecting pointless (a missing known_hosts or key file)."""
         if not Path(self.known_hosts_path).expanduser().is_file():
-            return (f"known_hosts file {self.known_hosts_path} does not exist; host-key checking cannot be done. "
-                    f"Remedy: verify the Jetson's host key fingerprint out of band, then "
-                    f"`ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts_path}`.")
+            return EngineBuildError(
+                f"known_hosts file {self.known_hosts_path} does not exist; host-key checking cannot be done.",
+                remedy=(f"verify the Jetson's host key fingerprint out of band, then "
+                        f"`ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts_path}`."),
+                host=self.host, file=self.known_hosts_path, field="LBZF_JETSON_KNOWN_HOSTS",
+                value=self.known_hosts_path)
         if self.key_path and not Path(self.key_path).expanduser().is_file():
-            return (f"SSH key {self.key_path} does not exist. Remedy: set key_path (LBZF_JETSON_KEY_PATH) to the "
-                    "private key authorised on the Jetson, or unset it to use the ssh-agent.")
+            return EngineBuildError(
+                f"SSH key {self.key_path} does not exist.",
+                remedy=("set key_path (LBZF_JETSON_KEY_PATH) to the private key authorised on the Jetson, or unset "
+                        "it to use the ssh-agent."),
+                host=self.host, file=self.key_path, field="LBZF_JETSON_KEY_PATH", value=self.key_path)
         return None
+
+    def _config_problem(self) -> str | None:
+        error = self._config_error()
+        return str(error) if error else None
 
     # ------------------------------------------------------------------ connection
 
@@ -98,9 +113,9 @@ class SSHTransport:
     def _session(self) -> Iterator[Any]:
         import paramiko
 
-        problem = self._config_problem()
-        if problem:
-            raise EngineBuildError(problem, host=self.host)
+        error = self._config_error()
+        if error:
+            raise error
         attempts = max(1, int(self.retries))
         last: BaseException | None = None
         client = None
@@ -116,13 +131,17 @@ class SSHTransport:
                     remedy=("if the Jetson was reflashed, verify its new fingerprint out of band (on the device: "
                             "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), then replace the entry "
                             f"(ssh-keygen -R '[{self.host}]:{self.port}' -f {self.known_hosts_path}); otherwise "
-                            "treat it as a possible man-in-the-middle."), host=self.host) from exc
+                            "treat it as a possible man-in-the-middle."), host=self.host,
+                    file=self.known_hosts_path, field=f"[{self.host}]:{self.port}",
+                    value=_fingerprint(exc.key)) from exc
             except _UnknownHostKey as exc:
                 raise EngineBuildError(
                     f"host {self.host}:{self.port} is not in {self.known_hosts_path} (server offered "
                     f"{_fingerprint(exc.key)}); unknown hosts are refused, nothing was transferred.",
                     remedy=(f"verify the fingerprint on the device, then add it: ssh-keyscan -p {self.port} "
-                            f"{self.host} >> {self.known_hosts_path}"), host=self.host) from exc
+                            f"{self.host} >> {self.known_hosts_path}"), host=self.host,
+                    file=self.known_hosts_path, field=f"[{self.host}]:{self.port}",
+                    value=_fingerprint(exc.key)) from exc
             except (paramiko.AuthenticationException, paramiko.PasswordRequiredException) as exc:
                 raise self._auth_error(exc) from exc
             except paramiko.SSHException as exc:
@@ -140,7 +159,8 @@ class SSHTransport:
                 f"cannot reach Jetson {self._where} after {attempts} attempt(s): {type(last).__name__}: {last}.",
                 remedy=("check the Jetson is powered and on the network, that sshd runs on it, and that "
                         "LBZF_JETSON_HOST / port are right (try: ssh -p "
-                        f"{self.port} {self.user}@{self.host} true)."), host=self.host)
+                        f"{self.port} {self.user}@{self.host} true)."), host=self.host,
+                file=f"ssh://{self.user}@{self.host}:{self.port}", field="LBZF_JETSON_HOST", value=self.host)
         try:
             yield client
         finally:
@@ -152,7 +172,8 @@ class SSHTransport:
             remedy=(f"authorise the public key of {self.key_path or 'your ssh-agent / ~/.ssh keys'} in "
                     f"~{self.user}/.ssh/authorized_keys on the Jetson, or fix key_path (LBZF_JETSON_KEY_PATH); "
                     "passphrase-protected keys must be loaded into ssh-agent."),
-            host=self.host)
+            host=self.host, file=self.key_path or "the ssh-agent / ~/.ssh keys (key_path not set)",
+            field="LBZF_JETSON_KEY_PATH", value=self.key_path)
 
     def _run(self, client: Any, command: str, timeout: float | None = None) -> tuple[int, str]:
         """Run ``command`` on the device; (exit status, stdout+stderr). Raises on a timeout."""
@@ -180,7 +201,8 @@ class SSHTransport:
                     raise EngineBuildError(
                         f"command on {self._where} did not finish within {timeout:.0f}s: {command[:200]}",
                         remedy="raise command_timeout_s, or check the device is not overloaded.", host=self.host,
-                        log_tail=_log_tail(buf.decode("utf-8", "replace")))
+                        log_tail=_log_tail(buf.decode("utf-8", "replace")), file=f"ssh://{self._where}",
+                        field="command_timeout_s", value=timeout)
             chan.settimeout(max(1.0, deadline - time.monotonic()))
             rc = chan.recv_exit_status()
             return rc, buf.decode("utf-8", "replace")
@@ -192,7 +214,8 @@ class SSHTransport:
         if rc != 0:
             raise EngineBuildError(f"{what} failed on {self._where} (exit status {rc}).",
                                    remedy="read the log tail; check permissions and free disk space on the device.",
-                                   host=self.host, log_tail=_log_tail(out))
+                                   host=self.host, log_tail=_log_tail(out), file=f"ssh://{self._where}",
+                                   field="exit status", value=rc)
         return out
 
     def _remote_sha256(self, client: Any, *paths: str, before: str = "", optional: tuple[str, ...] = (),
@@ -208,9 +231,11 @@ class SSHTransport:
             m = re.match(r"^\\?([0-9a-fA-F]{64}) [ *](.+)$", line.strip())
             if m:
                 digests[m.group(2)] = m.group(1).lower()
-        if not all(p in digests for p in paths):
+        missing = [p for p in paths if p not in digests]
+        if missing:
             raise EngineBuildError(f"unexpected sha256sum output on {self._where}.", host=self.host,
-                                   remedy="check coreutils (sha256sum) on the device.", log_tail=_log_tail(out))
+                                   remedy="check coreutils (sha256sum) on the device.", log_tail=_log_tail(out),
+                                   file=self._remote(missing[0]), field="sha256", value=None)
         return digests
 
     def _sftp_makedirs(self, sftp: Any, path: str) -> None:
@@ -232,7 +257,8 @@ class SSHTransport:
                 except OSError:
                     raise EngineBuildError(f"cannot create {directory} on {self._where} ({exc}).",
                                            remedy=f"check remote_dir and that {self.user} may write there.",
-                                           host=self.host) from exc
+                                           host=self.host, file=self._remote(directory),
+                                           field="LBZF_JETSON_REMOTE_DIR", value=self.effective_remote_dir) from exc
 
     @staticmethod
     def _sftp_remove_quietly(sftp: Any, *paths: str) -> None:

@@ -27,23 +27,27 @@ def _json_with_non_finite(text: str) -> Any:
                                       text))
 
 
-def parse_trtexec_output(text: str, name: str = "output0") -> np.ndarray:
-    """The tensor ``name`` from a ``trtexec --exportOutput`` file:
+def parse_trtexec_output(text: str, name: str = "output0", *, source: str = "trtexec --exportOutput") -> np.ndarray:
+    """The tensor ``name`` from a ``trtexec --exportOutput`` file (``source``, named by the errors):
     ``[{"name": ..., "dimensions": "1x5x8400", "values": [...]}, ...]``."""
     entries = _json_with_non_finite(text)
     if not isinstance(entries, list) or not entries:
-        raise EngineBuildError("trtexec wrote no output tensors.", remedy="check the engine has an output tensor.")
+        raise EngineBuildError("trtexec wrote no output tensors.", remedy="check the engine has an output tensor.",
+                               file=source, field="output tensors",
+                               value=len(entries) if isinstance(entries, list) else type(entries).__name__)
     entry = next((e for e in entries if e.get("name") == name), None)
     if entry is None:
         names = [e.get("name") for e in entries]
         raise EngineBuildError(f"the engine has no output {name!r} (outputs: {names}).",
-                               remedy="rebuild the engine from the pipeline's ONNX (output 'output0').")
+                               remedy="rebuild the engine from the pipeline's ONNX (output 'output0').",
+                               file=source, field="name", value=names)
     dims = [int(d) for d in re.findall(r"\d+", str(entry.get("dimensions", "")))]
     values = np.asarray(entry.get("values", []), dtype=np.float32)
     if not dims or int(np.prod(dims)) != values.size:
         raise EngineBuildError(f"output {name!r}: dimensions {entry.get('dimensions')!r} do not match "
                                f"{values.size} values.",
-                               remedy="check the trtexec version writes --exportOutput fully.")
+                               remedy="check the trtexec version writes --exportOutput fully.",
+                               file=source, field=f"{name}.dimensions", value=entry.get("dimensions"))
     return values.reshape(dims)
 
 
