@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Iterator
+from typing import IO, Any, BinaryIO, Callable, Iterator
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -86,6 +86,7 @@ __all__ = [
     "LocalArtifactStore",
     "ObjectInfo",
     "S3ArtifactStore",
+    "SourceReadError",
     "SourceWriteError",
     "StorageError",
     "validate_key",
@@ -155,6 +156,56 @@ class SourceWriteError(StorageError, PermissionError):
             "Write derived artifacts elsewhere; only the demo generator and tests that seed "
             "sources construct the store with allow_source_writes=True."
         )
+
+
+class SourceReadError(StorageError, OSError):
+    """The stream being written failed part-way; nothing was stored at the key (an existing object is kept).
+
+    The stream's own exception is the ``__cause__``. An ``OSError`` so callers catching I/O errors of the
+    source still catch it."""
+
+    def __init__(self, key: str, uri: str, error: BaseException, bytes_read: int):
+        self.key = key
+        self.bytes_read = bytes_read
+        self.file, self.field, self.value = uri, "source stream", f"{type(error).__name__}: {error}"
+        self.remedy = ("nothing was stored at the key (an existing object is unchanged); re-run the write once the "
+                       "source can be read to its end (see the cause below)")
+        super().__init__(f"writing {key!r} ({uri}): reading the source failed after {bytes_read} bytes "
+                         f"({self.value}). Remedy: {self.remedy}")
+
+
+class _SourceReader:
+    """The caller's stream, read through the store: remembers the stream's own error (and how far it got) so
+    the store can tell it from its own and name the key it was writing."""
+
+    def __init__(self, fileobj: BinaryIO):
+        self._fileobj = fileobj
+        self.bytes_read = 0
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._fileobj.read(size)
+        except Exception as exc:
+            self.error = exc
+            raise
+        self.bytes_read += len(data or b"")
+        return data
+
+
+@contextlib.contextmanager
+def _reading_source(fileobj: BinaryIO, key: str, uri: Callable[[str], str]) -> Iterator[_SourceReader]:
+    """Yield ``fileobj`` wrapped in a `_SourceReader`; its own error leaves as a `SourceReadError`."""
+    reader = _SourceReader(fileobj)
+    try:
+        yield reader
+    except Exception as exc:
+        if exc is not reader.error:
+            raise
+        error = SourceReadError(key, uri(key), exc, reader.bytes_read)
+        for note in getattr(exc, "__notes__", []):  # e.g. a failed multipart abort
+            error.add_note(note)
+        raise error from exc
 
 
 class ArtifactConflictError(StorageError):
@@ -504,8 +555,8 @@ class LocalArtifactStore(ArtifactStore):
     ) -> ObjectInfo:
         key = self._check_writable(key)
         target = self._path(key)
-        with _atomic_temp(target) as (handle, tmp):
-            shutil.copyfileobj(fileobj, handle, _COPY_CHUNK)
+        with _reading_source(fileobj, key, self.uri) as source, _atomic_temp(target) as (handle, tmp):
+            shutil.copyfileobj(source, handle, _COPY_CHUNK)
             _finish_temp(handle)
             os.replace(tmp, target)
         _fsync_dir(target.parent)
@@ -950,12 +1001,14 @@ class S3ArtifactStore(ArtifactStore):
         key = self._check_writable(key)
         sse = self._sse_args()  # fail on bad encryption settings before reading anything
         threshold = self.multipart_threshold_mb * _MiB
-        head = _read_up_to(fileobj, threshold)
-        if len(head) < threshold:
-            with self._request("PutObject", key):
-                return self._put(key, head, content_type)
-        with self._request("multipart upload", key):
-            return self._multipart(key, _PushbackReader(head, fileobj), content_type, _part_size(size_hint), sse)
+        with _reading_source(fileobj, key, self.uri) as source:
+            head = _read_up_to(source, threshold)  # type: ignore[arg-type]
+            if len(head) < threshold:
+                with self._request("PutObject", key):
+                    return self._put(key, head, content_type)
+            with self._request("multipart upload", key):
+                return self._multipart(key, _PushbackReader(head, source), content_type,  # type: ignore[arg-type]
+                                       _part_size(size_hint), sse)
 
     def _multipart(
         self, key: str, reader: _PushbackReader, content_type: str | None, part_size: int, sse: dict[str, str]

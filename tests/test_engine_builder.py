@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import missing_parts
 from pipeline.hashing import sha256_file
 from resources.engine import (
     DEFAULT_UNAVAILABLE_REASON,
@@ -86,6 +87,12 @@ pytestmark = pytest.mark.integration
 
 _SKIP = sshd_missing_reason()
 needs_sshd = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+
+
+def assert_parts(error: BaseException, file: str, field: str, value: object) -> None:
+    """The error is the project's structured error with these file/field/value (and a remedy)."""
+    assert missing_parts(error) == [], (missing_parts(error), str(error))
+    assert (error.file, error.field, error.value) == (file, field, value)
 
 
 def expected_engine(onnx: Path, precision: str, calib: Path | None = None) -> bytes:
@@ -208,6 +215,7 @@ def test_trtexec_failure_raises_with_log_tail(builder, tmp_path):
     assert builder.host in str(exc) and "exit status 1" in str(exc) and "Remedy:" in str(exc)
     assert "unsupported operator LbzfBogusOp" in exc.log_tail
     assert "FAILED TensorRT.trtexec" in str(exc)  # the tail is part of the message
+    assert_parts(exc, str(bad), "trtexec exit status", 1)
     assert not list(out_dir.glob("*"))  # no engine, no temporaries
     assert not list(Path(builder.effective_remote_dir).glob("*.tmp"))
     failed = exc.to_result(precision="fp16")
@@ -227,9 +235,11 @@ def test_trtexec_timeout_is_an_error(make_builder, tmp_path):
 def test_int8_refused_without_calibration_cache(builder, onnx_model, tmp_path):
     with pytest.raises(EngineBuildError, match="calibration cache"):
         builder.build(onnx_model, tmp_path / "out", engine_name="m", precision="int8")
-    with pytest.raises(EngineBuildError, match="does not exist"):
+    with pytest.raises(EngineBuildError, match="does not exist") as err:
         builder.build(onnx_model, tmp_path / "out", engine_name="m", precision="int8",
                       int8_calib_cache=tmp_path / "missing.cache")
+    missing = str(tmp_path / "missing.cache")
+    assert_parts(err.value, missing, "int8_calib_cache", missing)
     assert not Path(builder.effective_remote_dir).exists()  # refused before connecting: nothing transferred
 
 
@@ -258,6 +268,7 @@ def test_unreachable_host_fails_clearly_after_retries(make_builder, onnx_model, 
     assert len(calls) == 3
     msg = str(err.value)
     assert f"127.0.0.1:{closed}" in msg and "after 3 attempt(s)" in msg and "Remedy:" in msg
+    assert_parts(err.value, f"ssh://{b.user}@127.0.0.1:{closed}", "LBZF_JETSON_HOST", "127.0.0.1")
     ok, why = b.availability()
     assert not ok and "cannot reach" in why
 
@@ -276,6 +287,8 @@ def test_wrong_host_key_is_refused_without_retry_or_transfer(sshd, make_builder,
     msg = str(err.value)
     assert "does not match" in msg and f"{sshd.host}:{sshd.port}" in msg and "ssh-keygen -R" in msg
     assert len(calls) == 1  # a host-key error is not retried
+    assert_parts(err.value, str(known), f"[{sshd.host}]:{sshd.port}", err.value.value)
+    assert err.value.value in msg  # the fingerprint the server offered
     assert not Path(b.effective_remote_dir).exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
@@ -288,6 +301,7 @@ def test_unknown_host_is_refused(sshd, make_builder, onnx_model, tmp_path):
     with pytest.raises(EngineBuildError, match="is not in") as err:
         b.build(onnx_model, tmp_path / "out", engine_name="m")
     assert "ssh-keyscan" in str(err.value)
+    assert_parts(err.value, str(empty), f"[{sshd.host}]:{sshd.port}", err.value.value)
     assert not Path(b.effective_remote_dir).exists()
     missing = make_builder(known_hosts_path=str(tmp_path / "nope"))
     ok, why = missing.availability()
@@ -297,8 +311,12 @@ def test_unknown_host_is_refused(sshd, make_builder, onnx_model, tmp_path):
 @needs_sshd
 def test_wrong_client_key_is_an_auth_error(make_builder, onnx_model, tmp_path):
     stranger = keygen(tmp_path / "stranger")
-    with pytest.raises(EngineBuildError, match="authentication"):
+    with pytest.raises(EngineBuildError, match="authentication") as err:
         make_builder(key_path=str(stranger)).build(onnx_model, tmp_path / "out", engine_name="m")
+    assert_parts(err.value, str(stranger), "LBZF_JETSON_KEY_PATH", str(stranger))
+    with pytest.raises(EngineBuildError, match="does not exist") as err:  # refused before connecting
+        make_builder(key_path=str(tmp_path / "no_key")).build(onnx_model, tmp_path / "out", engine_name="m")
+    assert_parts(err.value, str(tmp_path / "no_key"), "LBZF_JETSON_KEY_PATH", str(tmp_path / "no_key"))
 
 
 @needs_sshd
@@ -329,6 +347,7 @@ def test_check_engine_compatible_refuses_version_mismatch():
         check_engine_compatible({"versions": dict(device, tensorrt="8.5.2")}, device)
     msg = str(err.value)
     assert "8.5.2" in msg and "8.6.2" in msg and "rebuild on that device" in msg and "jetson-01" in msg
+    assert_parts(err.value, err.value.file, "versions.tensorrt", "8.5.2")
 
     with pytest.raises(EngineCompatibilityError, match=r"L4T differs: engine built on 35\.3\.1, device has 35\.4\.1"):
         check_engine_compatible(dict(device, l4t="35.3.1"), device)  # a bare versions dict works too
@@ -392,6 +411,8 @@ def test_deploy_is_atomic_and_keeps_previous(builder, tmp_path, monkeypatch):
     with pytest.raises(EngineBuildError, match="damaged") as err:
         builder.deploy_engine(a.engine_path, mode="production")  # roll forward to A again: damaged
     assert "left unchanged" in str(err.value)
+    assert err.value.file.startswith(f"{builder.user}@") and err.value.file.endswith(".tmp")
+    assert_parts(err.value, err.value.file, "sha256", err.value.value)
     assert sha256_file(prod / "person.engine") == b.engine_sha256
     assert sha256_file(prod / "person.engine.previous") == a.engine_sha256
     assert sorted(p.name for p in prod.iterdir()) == before  # temporaries removed
@@ -411,15 +432,18 @@ def test_deploy_refuses_incompatible_or_mismatched_engine(builder, onnx_model, t
     other.parent.mkdir()
     other.write_bytes(built.engine_path.read_bytes())
     (other.parent / "person.engine.json").write_text(json.dumps(dict(meta, versions=dict(meta["versions"], tensorrt="8.5.2"))))
-    with pytest.raises(EngineCompatibilityError, match="rebuild on that device"):
+    with pytest.raises(EngineCompatibilityError, match="rebuild on that device") as err:
         builder.deploy_engine(other, mode="production")
     assert not _deploy_dir(builder, "production").exists()
+    assert_parts(err.value, str(other.parent / "person.engine.json"), "versions.tensorrt", "8.5.2")
 
     built.engine_path.write_bytes(b"tampered")
-    with pytest.raises(EngineBuildError, match="is not the engine described"):
+    with pytest.raises(EngineBuildError, match="is not the engine described") as err:
         builder.deploy_engine(built.engine_path, mode="production")
-    with pytest.raises(EngineBuildError, match="deploy mode"):
+    assert_parts(err.value, str(built.metadata_path), "engine_sha256", meta["engine_sha256"])
+    with pytest.raises(EngineBuildError, match="deploy mode") as err:
         builder.deploy_engine(built.engine_path, mode="staging")
+    assert_parts(err.value, str(built.engine_path), "mode", "staging")
 
 
 # --------------------------------------------------------------------------- no builder here
@@ -472,6 +496,7 @@ def test_deploy_is_part_of_every_builder(tmp_path):
         with pytest.raises(EngineBuildError, match=r"cannot deploy m\.engine \(shadow\)") as err:
             builder.deploy_engine(engine, mode="shadow")
         assert why in str(err.value) and err.value.remedy
+        assert_parts(err.value, str(engine), "engine_builder", type(builder).__name__)
     jetson = JetsonSSHEngineBuilder(host="jetson-01.lan", user="lbzf", known_hosts_path=str(tmp_path / "kh"),
                                     remote_dir="/data/engines")
     ok, where = jetson.deploy_support()
@@ -497,4 +522,5 @@ def test_local_trtexec_build_with_standin(fake_root, onnx_model, tmp_path, monke
     with pytest.raises(EngineBuildError, match="exit status 1") as err:
         lb.build(bad, out, engine_name="bad")
     assert "LbzfBogusOp" in err.value.log_tail
+    assert_parts(err.value, str(bad), "trtexec exit status", 1)
     assert sorted(p.name for p in out.iterdir()) == ["local.engine", "local.engine.json"]  # no partial files

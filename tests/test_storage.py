@@ -22,6 +22,7 @@ from resources.storage import (
     ObjectInfo,
     S3ArtifactStore,
     S3RequestError,
+    SourceReadError,
     SourceWriteError,
 )
 
@@ -227,8 +228,10 @@ def test_failed_write_leaves_nothing(make_store: StoreFactory, existing: bytes |
         store.write_bytes(key, existing)
     data = os.urandom(12 * MiB)
 
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(SourceReadError, match="simulated") as err:
         store.upload_fileobj(FailingReader(data, fail_after=9 * MiB), key)
+    assert isinstance(err.value, OSError) and "simulated" in str(err.value.__cause__)
+    assert err.value.file == store.uri(key) and err.value.field == "source stream"
 
     if existing is None:
         assert store.stat(key) is None

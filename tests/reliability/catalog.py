@@ -178,15 +178,8 @@ assert all(f.expected in OUTCOMES for f in FAULTS.values())
 # why. The fixture fails a class listed here whose error turns out complete (so this list cannot go stale)
 # and any other class whose error lacks a part; the report counts and names them.
 KNOWN_UNSTRUCTURED = {
-    "model.int8_without_calibration": "EngineBuildError (resources/engine/results.py) carries the problem, host and "
-                                      "remedy but no file/field/value attributes",
-    "model.int8_calibration_missing": "EngineBuildError: no file/field/value attributes",
-    "model.engine_trt_mismatch": "EngineCompatibilityError: no file/field/value attributes",
-    "model.engine_l4t_mismatch": "EngineCompatibilityError: no file/field/value attributes",
-    "model.engine_version_unknown": "EngineCompatibilityError: no file/field/value attributes",
-    "secrets.deployment_errors": "EngineBuildError from the Jetson builder: no file/field/value attributes",
-    "orchestration.invalid_run_config": "Dagster's own DagsterInvalidConfigError, raised before pipeline code runs",
-    "storage.local_write_interrupted": "the caller's stream error (ConnectionResetError) propagates unchanged "
-                                       "after the store cleaned up",
+    "orchestration.invalid_run_config": "Dagster's own DagsterInvalidConfigError, raised by Dagster (launchpad, CLI, "
+                                        "schedules) before pipeline code runs; its message names the config path "
+                                        "and the expected type, but it carries no file/field/value attributes",
 }
 assert set(KNOWN_UNSTRUCTURED) <= set(FAULTS)

@@ -247,8 +247,10 @@ def test_int8_without_calibration_is_refused(fault, onnx_file, tmp_path):
     out = tmp_path / "engines"
     model = onnx_file(640, 5)
     fault.sources(model)
-    with fault.rejects(EngineBuildError, "INT8 engine refused", "calibration", "Remedy:"):
+    with fault.rejects(EngineBuildError, "INT8 engine refused", "calibration", "Remedy:") as seen:
         LocalTensorRTEngineBuilder().build(model, out, engine_name="yolov8n_lbzf_v0", precision="int8")
+    error = seen["error"]
+    assert (error.file, error.field, error.value) == (str(model), "int8_calib_cache", None)
     fault.partial(len(list(out.rglob("*"))) if out.exists() else 0)
 
 
@@ -257,32 +259,47 @@ def test_int8_with_missing_calibration_cache_is_refused(fault, onnx_file, tmp_pa
     cache = tmp_path / "calib.cache"
     model = onnx_file(640, 5)
     fault.sources(model)
-    with fault.rejects(EngineBuildError, "INT8 engine refused", str(cache), "Remedy:"):
+    with fault.rejects(EngineBuildError, "INT8 engine refused", str(cache), "Remedy:") as seen:
         LocalTensorRTEngineBuilder().build(model, tmp_path / "e", engine_name="yolov8n_lbzf_v0",
                                            precision="int8", int8_calib_cache=cache)
+    error = seen["error"]
+    assert (error.file, error.field, error.value) == (str(cache), "int8_calib_cache", str(cache))
 
 
 SIDECAR = {"versions": {"tensorrt": "8.5.2.2", "cuda": "11.4", "l4t": "35.3.1", "jetpack": "5.1.1"}}
+SIDECAR_FILE = "engines/yolov8n_lbzf_v0.engine.json"
 
 
 @pytest.mark.fault("model.engine_trt_mismatch")
 def test_engine_tensorrt_mismatch_is_refused(fault):
     fault.sources(SIDECAR)
     check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "hostname": "jetson-line-3"})  # same: accepted
-    with fault.rejects(EngineCompatibilityError, "TensorRT differs", "8.5.2", "8.6.1", "jetson-line-3", "rebuild"):
-        check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "tensorrt": "8.6.1", "hostname": "jetson-line-3"})
+    with fault.rejects(EngineCompatibilityError, "TensorRT differs", "8.5.2", "8.6.1", "jetson-line-3",
+                       "rebuild") as seen:
+        check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "tensorrt": "8.6.1", "hostname": "jetson-line-3"},
+                                sidecar=SIDECAR_FILE)
+    error = seen["error"]
+    assert (error.file, error.field, error.value) == (SIDECAR_FILE, "versions.tensorrt", "8.5.2.2")
 
 
 @pytest.mark.fault("model.engine_l4t_mismatch")
 def test_engine_l4t_mismatch_is_refused(fault):
     fault.sources(SIDECAR)
-    with fault.rejects(EngineCompatibilityError, "L4T differs", "35.3.1", "35.4.1"):
-        check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "l4t": "35.4.1", "hostname": "jetson-line-3"})
+    with fault.rejects(EngineCompatibilityError, "L4T differs", "35.3.1", "35.4.1") as seen:
+        check_engine_compatible(SIDECAR, {**SIDECAR["versions"], "l4t": "35.4.1", "hostname": "jetson-line-3"},
+                                sidecar=SIDECAR_FILE)
+    error = seen["error"]
+    assert (error.file, error.field, error.value) == (SIDECAR_FILE, "versions.l4t", "35.3.1")
 
 
 @pytest.mark.fault("model.engine_version_unknown")
 def test_engine_without_known_tensorrt_version_is_refused(fault):
     sidecar = {"versions": {"l4t": "35.3.1"}}
     fault.sources(sidecar, SIDECAR)
-    with fault.rejects(EngineCompatibilityError, "cannot be verified"):
-        check_engine_compatible(sidecar, {**SIDECAR["versions"], "hostname": "j"})
+    with fault.rejects(EngineCompatibilityError, "cannot be verified") as seen:
+        check_engine_compatible({**sidecar, "engine_file": "yolov8n_lbzf_v0.engine"},
+                                {**SIDECAR["versions"], "hostname": "j"})
+    error = seen["error"]  # the sidecar named after its engine_file; the JetPack the device knows differs too
+    assert error.file == "yolov8n_lbzf_v0.engine.json"
+    assert error.field == "versions.tensorrt, versions.jetpack"
+    assert error.value == {"versions.tensorrt": "unknown", "versions.jetpack": "unknown"}

@@ -125,7 +125,9 @@ def test_jetson_key_and_passphrase_never_reach_errors(fault, canary_env, tmp_pat
         fault.sources(onnx, key)
         with fault.rejects(EngineBuildError, server.host, "Remedy:") as seen:
             builder.build(onnx, tmp_path / "out", engine_name="yolov8n_lbzf_v0")
-    text = everything(seen["error"]) + "\n" + why
+    error = seen["error"]  # names the key file and its setting, never the passphrase or the key's contents
+    assert (error.file, error.field, error.value) == (str(key), "LBZF_JETSON_KEY_PATH", str(key))
+    text = everything(error) + "\n" + why + "\n" + repr(vars(error))
     logs = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
     assert leaked(text) == [] and leaked(logs) == []
     assert key_body not in text and key_body not in logs

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from resources.storage import (ArtifactConflictError, InvalidKeyError, LocalArtifactStore, S3ArtifactStore,
-                               S3RequestError, SourceWriteError)
+                               S3RequestError, SourceReadError, SourceWriteError)
 
 try:
     from s3_server import REGION, client, create_bucket
@@ -180,8 +180,10 @@ def test_local_write_interrupted_leaves_old_object_and_no_temp(fault, tmp_path):
     store.write_bytes(key, b"old complete bytes")
     data = os.urandom(3 * MiB)
     fault.sources(data)
-    with fault.rejects(ConnectionResetError, "source stream cut"):
+    with fault.rejects(SourceReadError, key, "source stream cut", "Remedy:") as seen:
         store.upload_fileobj(_BreaksHalfway(data), key)
+    assert isinstance(seen["error"].__cause__, ConnectionResetError)  # the stream's own error, kept as the cause
+    assert seen["error"].file == store.uri(key) and 0 < seen["error"].bytes_read <= len(data) // 2
     assert store.read_bytes(key) == b"old complete bytes"
     leftovers = [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".tmp-")]
     fault.partial(len(leftovers))
