@@ -60,7 +60,7 @@ def validate_logs(table: pd.DataFrame, source: str) -> pd.DataFrame:
                              f"shadow logs need the columns {LOG_COLUMNS}", problem="missing columns")
     out = table.copy()
     try:
-        out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True)
+        out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True, format="ISO8601")  # mixed precisions
     except (ValueError, TypeError) as exc:
         raise ShadowLogError(source, "timestamp", str(exc)[:80], "write ISO 8601 timestamps with a zone",
                              problem="unreadable timestamp") from exc

@@ -238,7 +238,15 @@ def test_monthly_cycle_promotes_then_rolls_back(demo):
     assert registry.current_model_version(store) == "v0"
     assert (demo["store"] / "models/yolov8n_lbzf_v0.1/yolov8n_lbzf_v0.1.pt").exists()
     meta = _metadata(demo["instance"], "production_model")
-    assert meta  # the promotion decision and its reasons are in the UI
+    assert meta["decision"] == "promoted" and meta["candidate"] == "v0.1"
+    # the demo has no Jetson: its shadow runs are simulated, and every record of them says so
+    history = registry.history(store)
+    assert actions[:3] == [("bootstrap", "off-shelf"), ("promote", "v0"), ("promote", "v0.1")]
+    for entry in history[1:3]:
+        assert "SIMULATED shadow logs" in entry["why"], entry["why"]
+    assert meta["WARNING"].startswith("SIMULATED shadow run")
+    assert _metadata(demo["instance"], "v0_shadow_report")["source"] == "simulated"
+    assert demo["summary"]["launch"] == {"outcome": "launched", "shadow_source": "simulated", "reasons": []}
 
 
 @pytest.mark.seed_views
