@@ -65,7 +65,8 @@ def _buffer_sensor_settings(env: Mapping[str, str]):
 
     return BufferSensorSettings(backfill_days=number("LBZF_BUFFER_BACKFILL_DAYS", "7"),
                                 overlap_days=number("LBZF_BUFFER_OVERLAP_DAYS", "1"),
-                                hot_s=number("LBZF_BUFFER_HOT_S", "3600", float))
+                                hot_s=number("LBZF_BUFFER_HOT_S", "3600", float),
+                                full_listing_s=number("LBZF_BUFFER_FULL_LISTING_S", "3600", float))
 
 
 def _local_engine_builder():

@@ -17,11 +17,13 @@ from resources.storage import ArtifactStore
 class BufferSensorSettings(dg.ConfigurableResource):
     """How far the buffer sensor looks: a camera's first tick backfills `backfill_days` before its
     newest day; each tick re-lists `overlap_days` before each camera's own newest day, every new day
-    folder and every day that changed within `hot_s` seconds (pipeline/buffer_listing.py)."""
+    folder and every day that changed within `hot_s` seconds; every `full_listing_s` it enumerates every
+    day folder, so a backlog uploaded out of order is found (pipeline/buffer_listing.py)."""
 
     backfill_days: int = 7
     overlap_days: int = 1
     hot_s: float = 3600.0
+    full_listing_s: float = 3600.0  # how often every camera's day folders are enumerated in full
 
 
 @dg.sensor(job=buffer_frames_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -36,7 +38,7 @@ def buffer_footage_sensor(context: dg.SensorEvaluationContext, store: ArtifactSt
     settings = buffer_sensor_settings
     ready, new_cursor = scan(cursor, store.list_prefixes, listing, ignored=ignored, backfills=backfills,
                              backfill_days=settings.backfill_days, overlap_days=settings.overlap_days,
-                             hot_s=settings.hot_s)
+                             hot_s=settings.hot_s, full_listing_s=settings.full_listing_s)
     for backfill in backfills:
         context.log.info(f"buffer sensor, first tick for a camera: {backfill.describe()} "
                          f"(backfill_days={settings.backfill_days})")

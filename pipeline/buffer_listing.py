@@ -11,6 +11,10 @@ camera's day folders (one delimiter listing per camera) and then the clips of:
   over several ticks is followed until it settles;
 * every day holding a clip seen but not yet stable.
 
+Enumerating a camera's day folders costs O(days) on some stores, so it is done in full only every
+`full_listing_s`; in between, only the folders from the oldest day still followed on are enumerated.
+A late folder older than that (a backlog uploaded out of order) is found at the next full listing.
+
 A camera seen for the first time is backfilled: its days from (its newest day - `backfill_days`)
 on are listed; older folders are noted and left alone, and the result says how far back it went.
 
@@ -46,6 +50,7 @@ class CameraCursor:
 class BufferCursor:
     cameras: dict[str, CameraCursor] = field(default_factory=dict)
     seen: dict[str, dict[str, list]] = field(default_factory=dict)  # day -> key -> [size, etag, modified, reported]
+    last_full_listing: str | None = None  # when every camera's day folders were last enumerated (ISO)
 
     @property
     def newest_day(self) -> str | None:
@@ -60,12 +65,13 @@ class BufferCursor:
             return cls()
         cameras = {name: CameraCursor(c["newest_day"], list(c["known_days"]), dict(c.get("hot", {})))
                    for name, c in raw["cameras"].items()}
-        return cls(cameras, raw.get("seen", {}))
+        return cls(cameras, raw.get("seen", {}), raw.get("last_full_listing"))
 
     def dump(self) -> str:
         cameras = {name: {"newest_day": c.newest_day, "known_days": c.known_days, "hot": c.hot}
                    for name, c in sorted(self.cameras.items())}
-        return json.dumps({"cameras": cameras, "seen": self.seen}, sort_keys=True, separators=(",", ":"))
+        return json.dumps({"cameras": cameras, "seen": self.seen, "last_full_listing": self.last_full_listing},
+                          sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -116,47 +122,59 @@ def _iso(value: datetime) -> str:
 
 def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]], list_objects: Callable[[str], Listing], *,
          now: datetime | None = None, overlap_days: int = 1, backfill_days: int = 7, hot_s: float = 3600.0,
-         ignored: list[tuple[str, str]] | None = None,
+         full_listing_s: float = 3600.0, ignored: list[tuple[str, str]] | None = None,
          backfills: list[Backfill] | None = None) -> tuple[list[StableClip], BufferCursor]:
-    """One tick: (stable clips not yet reported, new cursor). `list_prefixes(p)` returns immediate
-    sub-prefixes ending in '/' (as ArtifactStore.list_prefixes); `list_objects(p)` yields (key, size,
-    etag, last_modified) under p. Keys and folders outside `buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4`
-    never start a run; when `ignored` is a list, each one seen this tick is appended as (key or prefix,
-    why). When `backfills` is a list, each camera's first tick is appended to it."""
+    """One tick: (stable clips not yet reported, new cursor). `list_prefixes(p, start_after=None)` returns
+    immediate sub-prefixes ending in '/' (with `start_after`, only those sorting after it, as
+    ArtifactStore.list_prefixes); `list_objects(p)` yields (key, size, etag, last_modified) under p.
+    Every `full_listing_s` (by `now`) each camera's day folders are enumerated in full, so a late folder
+    older than the camera's window is found; in between, a tick enumerates only the folders from the
+    oldest day it still follows (window, hot, pending) on, so it costs what is new. Keys and folders
+    outside `buffer/<camera>/<YYYY-MM-DD>/<HHMMSS>.mp4` never start a run; when `ignored` is a list,
+    each one seen this tick is appended as (key or prefix, why). When `backfills` is a list, each
+    camera's first tick is appended to it."""
     now = now or datetime.now(timezone.utc)
     skipped = ignored if ignored is not None else []
+    full = cursor.last_full_listing is None or \
+        (now - datetime.fromisoformat(cursor.last_full_listing)).total_seconds() >= full_listing_s
+    cooled = now - timedelta(seconds=hot_s)
     cameras: dict[str, CameraCursor] = {}
     to_list: list[tuple[str, str, str]] = []  # (camera, day, prefix)
     for camera_prefix in list_prefixes(BUFFER_PREFIX):
         if camera_prefix == QUALITY_PREFIX:
             continue
         camera = camera_prefix[len(BUFFER_PREFIX):].rstrip("/")
+        before = cursor.cameras.get(camera)
+        hot_days = {d for d, at in (before.hot if before else {}).items() if datetime.fromisoformat(at) > cooled}
+        pending = {d for d, clips in cursor.seen.items()
+                   if any(k.startswith(camera_prefix) and not v[3] for k, v in clips.items())}
+        start_after = None
+        if before is not None and not full:  # folders before the oldest day still followed cost nothing
+            start_after = camera_prefix + min({_minus(before.newest_day, overlap_days)} | hot_days | pending)
         days = []
-        for day_prefix in list_prefixes(camera_prefix):
+        for day_prefix in list_prefixes(camera_prefix, start_after=start_after):
             day = day_prefix.rstrip("/").rsplit("/", 1)[-1]
             if _is_day(day):
                 days.append(day)
             else:
                 skipped.append((day_prefix, "folder is not a YYYY-MM-DD day"))
         if not days:
+            if before is not None and not full:
+                cameras[camera] = before
             continue
-        before = cursor.cameras.get(camera)
         newest = max(days + ([before.newest_day] if before else []))
         if before is None:  # first sight of this camera: a bounded backfill
             since = _minus(newest, backfill_days)
             chosen = [d for d in days if d >= since]
             if backfills is not None:
                 backfills.append(Backfill(camera, min(chosen), newest, len(chosen), len(days) - len(chosen)))
-            hot_days: set[str] = set()
+            known_days = days
         else:
             since = _minus(newest, overlap_days)
-            cooled = now - timedelta(seconds=hot_s)
-            hot_days = {d for d, at in before.hot.items() if d in days and datetime.fromisoformat(at) > cooled}
             known = set(before.known_days)
-            pending = {d for d, clips in cursor.seen.items()
-                       if any(k.startswith(camera_prefix) and not v[3] for k, v in clips.items())}
             chosen = [d for d in days if d >= since or d not in known or d in hot_days or d in pending]
-        cameras[camera] = CameraCursor(newest, sorted(days), {})
+            known_days = days if full else sorted(known | set(days))
+        cameras[camera] = CameraCursor(newest, sorted(known_days), {})
         to_list += [(camera, day, f"{camera_prefix}{day}/") for day in sorted(chosen)]
 
     ready: list[StableClip] = []
@@ -182,4 +200,4 @@ def scan(cursor: BufferCursor, list_prefixes: Callable[..., list[str]], list_obj
         if newest_change is not None:
             cameras[camera].hot[day] = newest_change
     seen = {d: v for d, v in seen.items() if v}
-    return ready, BufferCursor(cameras, seen)
+    return ready, BufferCursor(cameras, seen, now.isoformat() if full else cursor.last_full_listing)

@@ -299,7 +299,7 @@ def _fake_buffer(listed: dict[str, list[tuple]]):
     def list_prefixes(prefix: str, start_after: str | None = None) -> list[str]:
         if prefix == "buffer/":
             return sorted({"/".join(p.split("/")[:2]) + "/" for p in listed} | {"buffer/quality/"})
-        return [p for p in sorted(listed) if p.startswith(prefix)]
+        return [p for p in sorted(listed) if p.startswith(prefix) and (start_after is None or p > start_after)]
 
     def list_objects(prefix: str):
         object_calls.append(prefix)
@@ -349,8 +349,8 @@ def test_a_late_camera_is_followed_on_its_own_clock_and_its_backlog_is_not_lost(
 
     def ticks(n: int) -> None:
         nonlocal cursor, now
-        for _ in range(n):
-            ready, cursor = scan(cursor, list_prefixes, list_objects, now=now)
+        for _ in range(n):  # a tick a minute; every camera's folders are enumerated in full every 5 minutes
+            ready, cursor = scan(cursor, list_prefixes, list_objects, now=now, full_listing_s=300)
             reported.extend(c.key for c in ready)
             now += timedelta(minutes=1)
 
@@ -408,10 +408,12 @@ def test_late_camera_backfill_and_rewrite_on_s3(s3_endpoint: str, instance: dg.D
     requested: list[tuple[str, str]] = []
     cursor = None
 
+    every_tick = BufferSensorSettings(full_listing_s=0)  # the clock is real here: enumerate in full every tick
+
     def ticks(n: int) -> None:
         nonlocal cursor
         for _ in range(n):
-            result = tick(buffer_footage_sensor, instance, store, cursor)
+            result = tick(buffer_footage_sensor, instance, store, cursor, every_tick)
             requested.extend((r.partition_key, r.run_key) for r in result.run_requests)
             cursor = result.cursor
 
