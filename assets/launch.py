@@ -25,6 +25,7 @@ from pipeline.shadow import (SIMULATED_FILE, check_simulation_allowed, load_logs
                              simulate_logs, simulated_warning, to_parquet_bytes)
 from pipeline.weights import fetch_weights
 from resources.engine import EngineBuilder
+from resources.inference import inference_settings
 from resources.shadow_policy import ShadowPolicy
 from resources.storage import ArtifactStore
 
@@ -99,7 +100,8 @@ def v0_shadow_report(context: dg.AssetExecutionContext, config: LaunchShadowConf
             logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
                                  {version: (str(v0), int(selected["imgsz"])),
                                   str(production["version"]): (str(base), int(production.get("imgsz") or 640))},
-                                 start=start, period_h=config.simulated_period_h, conf=config.conf)
+                                 start=start, period_h=config.simulated_period_h, conf=config.conf,
+                                 **inference_settings().kwargs())
         store.write_bytes(prefix + SIMULATED_FILE, to_parquet_bytes(logs))
         simulated = {"simulated_frames": len(frames), "simulated_period_h": config.simulated_period_h,
                      "simulated_start": start.isoformat()}
