@@ -57,13 +57,7 @@ def _parse_coco(data: bytes, source: str, subset: str, p: _Parsed) -> None:
         w = _size(im.get("width"), source, f"{where} (id {iid}).width")
         h = _size(im.get("height"), source, f"{where} (id {iid}).height")
         img_index[iid] = base + i
-        p.img_id.append(iid)
-        p.img_file.append(name)
-        p.img_w.append(w)
-        p.img_h.append(h)
-        p.img_frame.append(None)
-        p.img_subset.append(subset)
-        p.img_src.append(source)
+        p.add_image(iid, name, w, h, subset, source)
 
     seen: set[int] = set()
     seen_add = seen.add

@@ -73,6 +73,18 @@ class _Parsed:
         self.video_size_field = "meta/task/original_size"  # where the export states that size
         self.video_matched: str | None = None  # our video_id, set by the manifest resolution
 
+    def add_image(self, iid: int, name: str, width: int, height: int, subset: str, source: str,
+                  frame: int | None = None) -> int:
+        """Append one image's columns; returns its index in the image lists."""
+        self.img_id.append(iid)
+        self.img_file.append(name)
+        self.img_w.append(width)
+        self.img_h.append(height)
+        self.img_frame.append(frame)
+        self.img_subset.append(subset)
+        self.img_src.append(source)
+        return len(self.img_id) - 1
+
     def set_format(self, fmt: str, source: str) -> None:
         if self.format not in (None, fmt):
             raise AnnotationError(source, "format", fmt, "import one export format at a time",

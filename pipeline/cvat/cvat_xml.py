@@ -80,14 +80,7 @@ def _parse_cvat_images(images: list[ET.Element], source: str, p: _Parsed) -> Non
             raise AnnotationError(source, f"{where} (id {iid}).name", name, _ALTERED, problem="missing image name")
         w = _size(im.get("width"), source, f"{where} (id {iid}).width")
         h = _size(im.get("height"), source, f"{where} (id {iid}).height")
-        index = len(p.img_id)
-        p.img_id.append(iid)
-        p.img_file.append(name)
-        p.img_w.append(w)
-        p.img_h.append(h)
-        p.img_frame.append(None)
-        p.img_subset.append(subset)
-        p.img_src.append(source)
+        index = p.add_image(iid, name, w, h, subset, source)
         for k, shape in enumerate(im):
             swhere = f"image {name!r} (id {iid}) shape[{k}]"
             if shape.tag != "box":
