@@ -17,15 +17,14 @@ import pandas as pd
 
 from assets.candidate_engine import deploy_production_engine
 from assets.common import config_from, md_table, to_settings
+from assets.shadow_replay import replay_shadow_run, thin
 from assets.store_io import load_frame_manifests, read_selected, write_json
 from pipeline import keys, registry
 from pipeline.hashing import sha256_bytes
 from pipeline.promotion import PromotionThresholds, decide_promotion
-from pipeline.shadow import (SIMULATED_FILE, check_simulation_allowed, load_logs, shadow_report, shadow_words,
-                             simulate_logs, simulated_warning, to_parquet_bytes)
+from pipeline.shadow import check_simulation_allowed, load_logs, shadow_report, shadow_words, simulated_warning
 from pipeline.weights import fetch_weights
 from resources.engine import EngineBuilder
-from resources.inference import inference_settings
 from resources.shadow_policy import ShadowPolicy
 from resources.storage import ArtifactStore
 
@@ -51,19 +50,17 @@ class LaunchShadowConfig(dg.Config):
     iou_threshold: float = 0.5
 
 
-def _buffer_frames(store: ArtifactStore, max_frames: int) -> pd.DataFrame:
-    """Post-install camera frames (the rolling buffer), in capture order, evenly thinned to max_frames."""
+def _buffer_frames(store: ArtifactStore) -> pd.DataFrame:
+    """Post-install camera frames (the rolling buffer), in capture order."""
     frames = load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX)
     if frames.empty:
-        raise registry.RegistryError(keys.BUFFER_FRAMES_PREFIX, "frame_key", 0, "materialize buffer_frames for some buffer "
-                                     "clips first (buffer_footage_sensor does it as clips arrive)",
+        raise registry.RegistryError(keys.BUFFER_FRAMES_PREFIX, "frame_key", 0, "materialize buffer_frames for some "
+                                     "buffer clips first (buffer_footage_sensor does it as clips arrive)",
                                      problem="no camera frames to simulate a shadow run on")
     parts = frames["frame_key"].str.split("/")
     frames = frames.assign(camera=parts.str[2], captured_at=pd.to_datetime(
         parts.str[3] + " " + parts.str[4].str[:6], format="%Y-%m-%d %H%M%S", utc=True) +
         pd.to_timedelta(frames["actual_s"], unit="s")).sort_values(["captured_at", "frame_key"])
-    if len(frames) > max_frames:
-        frames = frames.iloc[[round(i * (len(frames) - 1) / (max_frames - 1)) for i in range(max_frames)]]
     return frames.reset_index(drop=True)
 
 
@@ -86,25 +83,16 @@ def v0_shadow_report(context: dg.AssetExecutionContext, config: LaunchShadowConf
     if config.simulate and source == "device":
         context.log.warning(f"{len(files)} device log file(s) under {prefix}: not simulating")
     elif config.simulate:
-        frames = _buffer_frames(store, config.max_frames)
-        start = datetime.now(timezone.utc).replace(microsecond=0)
-        with tempfile.TemporaryDirectory(prefix="lbzf-v0-shadow-") as tmp:
-            folder = Path(tmp)
-            paths = []
-            for key in frames["frame_key"]:
-                paths.append(folder / keys.package_file_name(key))
-                store.download_file(key, paths[-1])
+        def models(folder: Path) -> dict[str, tuple[str, int]]:
             v0 = fetch_weights(store, selected["key"], folder / Path(selected["key"]).name,
                                expected_sha256=selected["sha256"], recorded_by=SELECTED_KEY)
             base = registry.fetch_entry_weights(store, production, folder / "base")
-            logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
-                                 {version: (str(v0), int(selected["imgsz"])),
-                                  str(production["version"]): (str(base), int(production.get("imgsz") or 640))},
-                                 start=start, period_h=config.simulated_period_h, conf=config.conf,
-                                 **inference_settings().kwargs())
-        store.write_bytes(prefix + SIMULATED_FILE, to_parquet_bytes(logs))
-        simulated = {"simulated_frames": len(frames), "simulated_period_h": config.simulated_period_h,
-                     "simulated_start": start.isoformat()}
+            return {version: (str(v0), int(selected["imgsz"])),
+                    str(production["version"]): (str(base), int(production.get("imgsz") or 640))}
+
+        with tempfile.TemporaryDirectory(prefix="lbzf-v0-shadow-") as tmp:
+            simulated = replay_shadow_run(store, prefix, thin(_buffer_frames(store), config.max_frames), Path(tmp),
+                                          models, period_h=config.simulated_period_h, conf=config.conf)
     logs, files, source = load_logs(listing, store.read_bytes, prefix)
     report = shadow_report(logs, candidate=version, production=str(production["version"]), conf=config.conf,
                            iou_threshold=config.iou_threshold)

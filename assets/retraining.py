@@ -25,6 +25,7 @@ from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, read_classes
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
 from assets.plots import confusion_figure
+from assets.shadow_replay import replay_shadow_run, thin
 from assets.store_io import (load_frame_manifests, read_json, read_parquet, read_primary_labels, read_split,
                              write_json, write_parquet)
 from pipeline import keys, registry
@@ -36,7 +37,6 @@ from pipeline.explanations import explain
 from pipeline.frames import probe_video
 from pipeline.hard_examples import HardExampleSampling, attach_clips, clip_table, sample
 from pipeline.train_runs import archive_run
-from resources.inference import inference_settings
 from pipeline.hashing import sha256_bytes, sha256_file
 from pipeline.labels import primary_labels
 from pipeline.paired import paired_difference
@@ -46,7 +46,7 @@ from pipeline.retraining import (LABEL_TABLE_COLUMNS, all_hard_labels, candidate
 from pipeline.quarantine import quarantine_bad_footage
 from pipeline.promotion import SUBSET_NAMES, PromotionThresholds, decide_promotion
 from pipeline.shadow import SIMULATED_FILE, check_simulation_allowed, load_logs, \
-    shadow_report as make_shadow_report, shadow_words, simulate_logs, simulated_warning, to_parquet_bytes
+    shadow_report as make_shadow_report, shadow_words, simulated_warning
 from resources.shadow_policy import ShadowPolicy
 from pipeline.split import split_csv
 from pipeline.model_record import ModelRecord
@@ -436,27 +436,16 @@ def shadow_report(context: dg.AssetExecutionContext, config: ShadowConfig, store
         frames = held_out_buffer_frames(load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX),
                                         _hard_labels(store, month), load_frame_manifests(store, keys.HARD_FRAMES_PREFIX),
                                         month, config.exclude_within_s)
-        if len(frames) > config.max_frames:
-            frames = frames.iloc[[round(i * (len(frames) - 1) / (config.max_frames - 1))
-                                  for i in range(config.max_frames)]]
+
+        def models(folder: Path) -> dict[str, tuple[str, int]]:
+            prod_weights = registry.fetch_entry_weights(store, production, folder)
+            cand_weights = candidate_weights(store, card, folder / "candidate.pt")
+            return {version: (str(cand_weights), int(card["imgsz"])),
+                    str(production["version"]): (str(prod_weights), int(production.get("imgsz") or 640))}
+
         with tempfile.TemporaryDirectory(prefix="lbzf-shadow-") as tmp:
-            paths = []
-            for key in frames["frame_key"]:
-                paths.append(Path(tmp) / keys.package_file_name(key))
-                store.download_file(key, paths[-1])
-            prod_weights = registry.fetch_entry_weights(store, production, Path(tmp))
-            cand_weights = candidate_weights(store, card, Path(tmp) / "candidate.pt")
-            start = datetime.now(timezone.utc).replace(microsecond=0)
-            logs = simulate_logs(frames.assign(path=[str(p) for p in paths]),
-                                 {version: (str(cand_weights), int(card["imgsz"])),
-                                  str(production["version"]): (str(prod_weights), int(production.get("imgsz") or 640))},
-                                 start=start, period_h=config.simulated_period_h, conf=config.conf,
-                                 **inference_settings().kwargs())
-        store.write_bytes(prefix + SIMULATED_FILE, to_parquet_bytes(logs))
-        simulated = {"simulated_frames": len(frames), "simulated_period_h": config.simulated_period_h,
-                     "simulated_inference": logs.attrs.get("inference", {}),
-                     "simulated_start": start.isoformat()}
-        files = [prefix + SIMULATED_FILE]
+            simulated = replay_shadow_run(store, prefix, thin(frames, config.max_frames), Path(tmp), models,
+                                          period_h=config.simulated_period_h, conf=config.conf)
     logs, files, source = load_logs(lambda p: (i.key for i in store.list_keys(p)), store.read_bytes, prefix)
     report = make_shadow_report(logs, candidate=version, production=str(production["version"]), conf=config.conf,
                                 iou_threshold=config.iou_threshold) if len(logs) else {
