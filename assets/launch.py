@@ -17,7 +17,7 @@ import pandas as pd
 
 from assets.candidate_engine import deploy_production_engine
 from assets.common import config_from, md_table, to_settings
-from assets.shadow_replay import replay_shadow_run, thin
+from assets.shadow_replay import ShadowRunConfig, replay_shadow_run, thin
 from assets.store_io import load_frame_manifests, read_selected, write_json
 from pipeline import keys, registry
 from pipeline.hashing import sha256_bytes
@@ -42,14 +42,6 @@ def _nothing_to_launch(selected: dict) -> dg.MaterializeResult | None:
     return None
 
 
-class LaunchShadowConfig(dg.Config):
-    simulate: bool = False  # locally: replay post-install buffer frames through both models (never in prod)
-    simulated_period_h: float = 24.0
-    max_frames: int = 200
-    conf: float = 0.25
-    iou_threshold: float = 0.5
-
-
 def _buffer_frames(store: ArtifactStore) -> pd.DataFrame:
     """Post-install camera frames (the rolling buffer), in capture order."""
     frames = load_frame_manifests(store, keys.BUFFER_FRAMES_PREFIX)
@@ -65,7 +57,7 @@ def _buffer_frames(store: ArtifactStore) -> pd.DataFrame:
 
 
 @dg.asset(deps=["evaluation"], group_name="launch", kinds={"json"})
-def v0_shadow_report(context: dg.AssetExecutionContext, config: LaunchShadowConfig, store: ArtifactStore,
+def v0_shadow_report(context: dg.AssetExecutionContext, config: ShadowRunConfig, store: ArtifactStore,
                      shadow_policy: ShadowPolicy) -> dg.MaterializeResult:
     """v0 beside the off-the-shelf model on the line's cameras: per-camera agreement, detection-rate and
     confidence differences, latency, and the period the device logs cover (the plan: 24 h). Reads the

@@ -8,6 +8,7 @@ import pandas as pd
 
 from pipeline import figures
 from pipeline.explanations import explain
+from pipeline.preview import contact_sheet as tile_sheet
 
 
 def image_md(data: bytes, alt: str, about: str | None = None, link: str | None = None,
@@ -91,13 +92,8 @@ def contact_sheet(store, frame_keys: list[str], columns: int = 8, thumb_width: i
         tiles.append(thumb)
     if not tiles:
         return dg.MetadataValue.md("(no frames)")
-    height = max(t.shape[0] for t in tiles)
-    tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT) for t in tiles]
-    while len(tiles) % columns:
-        tiles.append(np.zeros_like(tiles[0]))
-    sheet = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
-    ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return dg.MetadataValue.md(f"![contact sheet](data:image/jpeg;base64,{base64.b64encode(jpeg.tobytes()).decode()})")
+    jpeg = tile_sheet(tiles, columns=columns, quality=80)
+    return dg.MetadataValue.md(f"![contact sheet](data:image/jpeg;base64,{base64.b64encode(jpeg).decode()})")
 
 
 def paired_plot(table: pd.DataFrame) -> dg.MetadataValue:

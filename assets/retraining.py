@@ -25,7 +25,7 @@ from assets.labels import ANNOTATIONS_KEY, IMAGES_KEY, read_classes
 from assets.models import detect
 from orchestration.partitions import monthly_partitions
 from assets.plots import confusion_figure
-from assets.shadow_replay import replay_shadow_run, thin
+from assets.shadow_replay import ShadowRunConfig, replay_shadow_run, thin
 from assets.store_io import (load_frame_manifests, read_json, read_parquet, read_primary_labels, read_split,
                              write_json, write_parquet)
 from pipeline import keys, registry
@@ -404,13 +404,8 @@ def candidate_comparison(context: dg.AssetExecutionContext, config: ComparisonCo
 # --------------------------------------------------------------------------- shadow_report
 
 
-class ShadowConfig(dg.Config):
-    simulate: bool = False  # locally: replay held-out buffer frames through both models
-    simulated_period_h: float = 24.0  # the period the simulated logs declare in their timestamps
-    max_frames: int = 200
+class ShadowConfig(ShadowRunConfig):
     exclude_within_s: float = 20.0  # a buffer frame this close to a trained hard example is not held out
-    conf: float = 0.25
-    iou_threshold: float = 0.5
 
 
 @dg.asset(partitions_def=monthly_partitions, deps=[candidate_comparison], group_name="retraining", kinds={"json"})

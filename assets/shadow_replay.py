@@ -6,12 +6,23 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 
 from pipeline import keys
 from pipeline.shadow import SIMULATED_FILE, simulate_logs, to_parquet_bytes
 from resources.inference import inference_settings
 from resources.storage import ArtifactStore
+
+
+class ShadowRunConfig(dg.Config):
+    """How a shadow report reads (and, locally, simulates) a shadow run: v0's launch and every month."""
+
+    simulate: bool = False  # locally: replay camera frames through both models (never in prod)
+    simulated_period_h: float = 24.0  # the period the simulated logs declare in their timestamps
+    max_frames: int = 200
+    conf: float = 0.25
+    iou_threshold: float = 0.5
 
 
 def thin(frames: pd.DataFrame, max_frames: int) -> pd.DataFrame:

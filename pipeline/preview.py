@@ -141,7 +141,8 @@ def render_preview(video: Path, detector: Detector, target: Path, *, start_s: fl
                                           "detections": len(table)}
 
 
-def contact_sheet(tiles: list[np.ndarray], columns: int = 4) -> bytes:
+def contact_sheet(tiles: list[np.ndarray], columns: int = 4, quality: int = 85) -> bytes:
+    """Tiles (BGR images) laid out in rows of `columns`, padded to one height, as JPEG bytes."""
     import cv2
 
     height = max(t.shape[0] for t in tiles)
@@ -149,7 +150,7 @@ def contact_sheet(tiles: list[np.ndarray], columns: int = 4) -> bytes:
     while len(tiles) % columns:
         tiles.append(np.zeros_like(tiles[0]))
     sheet = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
-    ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    ok, jpeg = cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return jpeg.tobytes()
 
 

@@ -39,24 +39,24 @@ def _parse_xml(data: bytes, source: str, subset: str, p: _Parsed) -> None:
                           problem="unrecognised export format (nothing to import)")
 
 
-def _attr_float(el: ET.Element, key: str, source: str, where: str) -> float:
+def _attr_number(el: ET.Element, key: str, source: str, where: str, kind: type = float):
+    """A required numeric attribute of `el` as `kind` (float or int), or a clear error."""
     value = el.get(key)
     if value is None:
         raise AnnotationError(source, f"{where}.{key}", None, _ALTERED, problem="missing required attribute")
     try:
-        return float(value)
+        return kind(value)
     except ValueError:
-        raise AnnotationError(source, f"{where}.{key}", value, _ALTERED, problem="not a number") from None
+        raise AnnotationError(source, f"{where}.{key}", value, _ALTERED,
+                              problem="not an integer" if kind is int else "not a number") from None
+
+
+def _attr_float(el: ET.Element, key: str, source: str, where: str) -> float:
+    return _attr_number(el, key, source, where, float)
 
 
 def _attr_int(el: ET.Element, key: str, source: str, where: str) -> int:
-    value = el.get(key)
-    if value is None:
-        raise AnnotationError(source, f"{where}.{key}", None, _ALTERED, problem="missing required attribute")
-    try:
-        return int(value)
-    except ValueError:
-        raise AnnotationError(source, f"{where}.{key}", value, _ALTERED, problem="not an integer") from None
+    return _attr_number(el, key, source, where, int)
 
 
 def _flag(value: str | None) -> bool:
